@@ -1,0 +1,95 @@
+"""text_similarity: a cross-encoder's raw logit for (query, document) (ELASTIC_REFERENCE.md §2.7).
+
+No sigmoid: Elasticsearch returns the raw logit, which can be negative (ES #120201); rerankers
+that need positive scores map it themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InvalidInput, ModelError
+from ..manifest import Manifest
+from .common import (
+    Prepared,
+    TaskConfig,
+    check_keys,
+    check_row_count,
+    first_output,
+    parse_results_field,
+    parse_tokenization,
+    require_text,
+    unwrap_update,
+    with_truncation,
+)
+
+if TYPE_CHECKING:
+    from ..tokenization import Tokenizer
+
+NAME = "text_similarity"
+TEXT_REQUIRED = "please provide configuration update for text_similarity task including the desired [text]"
+COMBINATIONS = ("max", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSimilarityConfig(TaskConfig):
+    """text_similarity settings: the per-request query text and how windows combine."""
+
+    text: str = ""
+    span_score_combination_function: str = "max"
+
+
+class TextSimilarity:
+    """The text_similarity task (see the module docstring)."""
+
+    name = NAME
+
+    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TextSimilarityConfig:
+        update = unwrap_update(NAME, config)
+        check_keys(NAME, update, {"text", "span_score_combination_function"})
+        text = update.get("text")
+        if text is None:
+            raise InvalidInput(TEXT_REQUIRED)
+        if not isinstance(text, str):
+            raise InvalidInput(f"[{NAME}] [text] must be a string; got [{text}]")
+        combination = update.get("span_score_combination_function") or "max"
+        if not isinstance(combination, str) or combination.lower() not in COMBINATIONS:
+            raise InvalidInput(
+                f"[{NAME}] [span_score_combination_function] must be one of {list(COMBINATIONS)}; got [{combination}]"
+            )
+        truncate, span = parse_tokenization(manifest, update)
+        return TextSimilarityConfig(
+            results_field=parse_results_field(NAME, update),
+            truncate=truncate,
+            span=span,
+            text=text,
+            span_score_combination_function=combination.lower(),
+        )
+
+    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
+        assert isinstance(cfg, TextSimilarityConfig)
+        text = require_text(text)
+        # seq1 is the query (cfg.text), seq2 the document being scored, which is what gets windowed.
+        tokenized = tokenizer.pair(cfg.text, text, cfg.truncate, cfg.span)
+        return Prepared(text=text, windows=tokenized.windows, is_truncated=tokenized.is_truncated)
+
+    def finish(
+        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
+    ) -> dict[str, Any]:
+        assert isinstance(cfg, TextSimilarityConfig)
+        check_row_count(NAME, outputs, len(prepared.windows))
+        scores = []
+        for index in range(len(outputs)):
+            row = first_output(outputs, index, NAME).reshape(-1)
+            if row.shape[0] != 1:
+                raise ModelError(f"Expected exactly [1] value in {NAME} result; got [{row.shape[0]}]")
+            scores.append(float(row[0]))
+        score = max(scores) if cfg.span_score_combination_function == "max" else sum(scores) / len(scores)
+        return with_truncation({cfg.results_field: score}, prepared.is_truncated)
+
+
+TASK = TextSimilarity()
