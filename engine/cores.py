@@ -1,0 +1,124 @@
+"""Which CPU cores a deployment may use, and how they are split between its allocations.
+
+The allowed set comes from ``os.sched_getaffinity`` (it honours cgroups/cpusets, taskset and
+container limits), never ``os.cpu_count()`` (the host's count, which oversubscribes a container).
+Allocation and thread counts are clamped the way ml-cpp's ``CThreadSettings`` does
+(ELASTIC_REFERENCE.md §5.5) so a deployment asks for what Elasticsearch would run; each allocation
+then takes ``threads_per_allocation`` free cores of its own. Because the clamps round up
+(``ceil``), ``allocations × threads`` can exceed the allowed cores by less than ``allocations`` at
+start and by less than ``threads`` after a live update (5 cores, 3 allocations → 2 threads each = 6);
+an allocation that finds too few free cores runs unpinned rather than share a pinned neighbour's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterable, Sequence
+
+
+def allowed_cpus() -> tuple[int, ...]:
+    """The logical CPU ids this process may run on, sorted (0-based, as the kernel numbers them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return tuple(sorted(os.sched_getaffinity(0)))
+    return tuple(range(os.cpu_count() or 1))
+
+
+def clamp_thread_settings(hardware_threads: int, number_of_allocations: int,
+                          threads_per_allocation: int) -> tuple[int, int]:
+    """Start-up clamping of ml-cpp ``CThreadSettings`` (ELASTIC_REFERENCE.md §5.5).
+
+    Returns:
+        ``(number_of_allocations, threads_per_allocation)`` as they will run: allocations in
+        ``[1, hw]``, then threads in ``[1, ceil(hw / allocations)]``, with ``hw`` at least 1.
+    """
+    hardware = max(1, hardware_threads)
+    allocations = min(max(1, number_of_allocations), hardware)
+    threads = min(max(1, threads_per_allocation), math.ceil(hardware / allocations))
+    return allocations, threads
+
+
+def clamp_allocations(hardware_threads: int, threads_per_allocation: int, number_of_allocations: int) -> int:
+    """Run-time clamping of a new allocation count: ``[1, ceil(hw / threads_per_allocation)]`` (§5.5)."""
+    hardware = max(1, hardware_threads)
+    return min(max(1, number_of_allocations), math.ceil(hardware / max(1, threads_per_allocation)))
+
+
+class CoreAllocator:
+    """Hands out disjoint sets of cores to allocations as they start, and takes them back as they stop.
+
+    Thread-safe: allocations start and retire from the caller of ``update`` and from the adaptive
+    scaler's thread.
+    """
+
+    def __init__(self, cpus: Iterable[int]) -> None:
+        self._cpus = tuple(sorted(set(cpus)))
+        if not self._cpus:
+            raise ValueError("a core allocator needs at least one CPU")
+        self._free = set(self._cpus)
+        self._lock = threading.Lock()
+
+    @property
+    def cpus(self) -> tuple[int, ...]:
+        return self._cpus
+
+    @property
+    def free(self) -> tuple[int, ...]:
+        with self._lock:
+            return tuple(sorted(self._free))
+
+    def acquire(self, threads: int) -> tuple[int, ...] | None:
+        """The ``threads`` lowest free cores, or None when fewer are free (run unpinned).
+
+        Lowest ids first keeps an allocation's cores adjacent, which on most machines puts them on
+        the same socket / L3 slice.
+        """
+        with self._lock:
+            if threads < 1 or len(self._free) < threads:
+                return None
+            cores = tuple(sorted(self._free)[:threads])
+            self._free.difference_update(cores)
+            return cores
+
+    def release(self, cores: Sequence[int] | None) -> None:
+        if not cores:
+            return
+        with self._lock:
+            foreign = set(cores) - set(self._cpus)
+            if foreign or self._free & set(cores):
+                raise ValueError(f"cores {sorted(cores)} were not handed out by this allocator")
+            self._free.update(cores)
+
+
+def pin_current_thread(cores: Sequence[int]) -> None:
+    """Pin the calling thread (not the process) to ``cores``.
+
+    On Linux ``sched_setaffinity(0, ...)`` applies to the calling thread only, so each allocation's
+    worker pins itself; ONNX Runtime's intra-op pool threads are pinned by the session (see
+    :func:`ort_thread_affinities`). A no-op where the platform has no thread affinity.
+    """
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cores))
+
+
+def ort_thread_affinities(cores: Sequence[int], threads: int) -> str | None:
+    """ONNX Runtime's ``session.intra_op_thread_affinities`` value for one allocation.
+
+    ORT pins ``intra_op_num_threads - 1`` pool threads; the calling thread (our worker, pinned to
+    ``cores[0]``) is the remaining one. The string lists one entry per pool thread, separated by
+    ``;``, each a 1-based logical processor id (ORT subtracts one internally), so pool thread ``i``
+    goes to ``cores[i]``.
+
+    Returns:
+        e.g. ``"3;4;5"`` for cores ``(1, 2, 3, 4)`` and 4 threads, or None when there is no pool
+        (1 thread) and nothing must be set.
+
+    Raises:
+        ValueError: fewer cores than threads.
+    """
+    if threads <= 1:
+        return None
+    if len(cores) < threads:
+        raise ValueError(f"{threads} threads need {threads} cores; got {list(cores)}")
+    return ";".join(str(core + 1) for core in cores[1:threads])

@@ -1,0 +1,893 @@
+"""The scheduler: a deployment of one model package on this machine's cores.
+
+A deployment owns a bounded priority queue of texts and ``number_of_allocations`` worker threads.
+Each worker (an *allocation*) owns one ONNX Runtime session pinned to its own cores and loops: take
+a batch from the queue under a token budget, run it, hand every text its outputs. The caller's
+thread does the task's ``parse_config`` and ``prepare`` before anything is queued and ``finish``
+after, so the workers only ever run graphs. Semantics follow Elasticsearch (ELASTIC_REFERENCE.md
+§5.5, §6): queue capacity counts texts, a full queue answers 429, an expired timer 408, a failed
+batch 500 for the requests in that batch only, a stop cancels with 409.
+
+Threads and cores
+-----------------
+Who runs where, and why the cores are never oversubscribed by the engine:
+
+* ONNX Runtime: each allocation has ``threads_per_allocation`` intra-op threads, the worker thread
+  itself plus ``threads - 1`` pool threads, all pinned to that allocation's own cores (disjoint from
+  every other allocation's, taken from ``os.sched_getaffinity``). ``inter_op_num_threads`` is 1
+  with the sequential executor (no inter-op pool) and spinning is off, so an idle allocation sleeps.
+  The ES clamping rules keep ``allocations × threads`` within the allowed set except where they
+  round up (engine/cores.py); then the allocations that find no free cores run unpinned.
+* Tokenizer: ``task.prepare`` runs in the *caller's* thread, one text at a time. ``tokenizers`` only
+  uses its Rust (rayon) pool for batch encoding; we set ``TOKENIZERS_PARALLELISM=false`` unless the
+  user set it, so a batch encode can never start a second pool of ``cpu_count`` threads next to
+  ORT's. With parallelism off the pool is never used, so ``RAYON_NUM_THREADS`` needs no setting.
+* C kernels: run in the caller's thread inside ``task.finish``, single-threaded, GIL released; they
+  start no threads (STYLE.md §13).
+So the engine starts exactly ``allocations × threads_per_allocation`` compute threads; the work done
+in callers' threads is bounded by how many callers there are, which the application (or the HTTP
+server's worker pool) decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .adaptive import AdaptiveAllocations, AdaptiveScaler
+from .batch import collate, split_outputs
+from .cache import InferenceCache, cache_key, parse_byte_size
+from .cores import CoreAllocator, allowed_cpus, clamp_allocations, clamp_thread_settings, pin_current_thread
+from .errors import (
+    DeploymentStopped,
+    EngineError,
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidInput,
+    ModelError,
+    NotDeployed,
+    QueueFull,
+)
+from .session import create_session
+from .stats import DeploymentStats
+
+if TYPE_CHECKING:
+    from .package import LoadedPackage
+
+log = logging.getLogger(__name__)
+
+REQUEST_PRIORITIES = ("high", "normal", "low")  # service order; "high" is ES's skip-the-queue priority
+DEPLOYMENT_PRIORITIES = ("normal", "low")
+MAX_THREADS_PER_ALLOCATION = 32
+MAX_QUEUE_CAPACITY = 100_000
+DEFAULT_MAX_BATCH_TOKENS = 16_384
+LOW_PRIORITY_NICE = 19
+
+QUEUE_FULL_MESSAGE = "inference process queue is full. Unable to execute command"
+STOPPING_MESSAGE = "inference canceled as process is stopping"
+
+Outputs = list[tuple[np.ndarray, ...]]
+SessionFactory = Callable[..., Any]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentConfig:
+    """How a deployment runs; validated as Elasticsearch validates ``_start`` (ELASTIC_REFERENCE.md §6.1).
+
+    Attributes:
+        number_of_allocations: workers, each with its own session and cores. None: 1, or the adaptive
+            minimum when adaptive allocations are enabled (then it must stay None, as in ES).
+        threads_per_allocation: intra-op threads per allocation, a power of 2 up to 32.
+        queue_capacity: texts that may wait, 1..100000; beyond it requests get QueueFull (429).
+        priority: ``normal``, or ``low`` (1 allocation × 1 thread, workers at the lowest CPU priority).
+        cache_size: inference-cache bytes (int or ES size string such as ``"10mb"``). None: the graph
+            file's size, Elasticsearch's default; 0 (or ``"0b"``): no cache.
+        max_batch_tokens: the padded-token budget of one batch (``longest row × rows``). Larger batches
+            amortise per-call overhead until the model is compute bound; smaller ones cut latency and
+            memory. A single row longer than the budget still runs, alone.
+        adaptive_allocations: ``{enabled, min_number_of_allocations, max_number_of_allocations}`` (plus
+            the timing knobs of :class:`engine.adaptive.AdaptiveAllocations`), or None.
+        deployment_id: the id reported in stats; None: the package directory's name.
+        cpus: the CPUs the deployment may use (0-based ids); None: ``os.sched_getaffinity(0)``.
+        pin_threads: pin every allocation's threads to its cores. Turn off when other processes share
+            the cores and the OS should balance.
+        grouping_window: how many queued texts behind the head the batcher may pick from to group
+            similar lengths (0: strict FIFO).
+        stats_period_s: the length of a stats "minute" (tests shorten it).
+        session_options: extra ONNX Runtime options, see :data:`engine.session.EXPOSED_OPTIONS`.
+    """
+
+    number_of_allocations: int | None = None
+    threads_per_allocation: int = 1
+    queue_capacity: int = 1024
+    priority: str = "normal"
+    cache_size: int | str | None = None
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    adaptive_allocations: AdaptiveAllocations | Mapping[str, Any] | None = None
+    deployment_id: str | None = None
+    cpus: tuple[int, ...] | None = None
+    pin_threads: bool = True
+    grouping_window: int = 32
+    stats_period_s: float = 60.0
+    session_options: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        adaptive = AdaptiveAllocations.from_value(self.adaptive_allocations)
+        object.__setattr__(self, "adaptive_allocations", adaptive)
+        allocations = self.number_of_allocations
+        if allocations is not None:
+            if not _is_int(allocations) or allocations < 1:
+                raise InvalidInput(f"[number_of_allocations] must be a positive integer, got [{allocations}]")
+            if adaptive is not None and adaptive.enabled:
+                raise InvalidInput("[number_of_allocations] cannot be set if adaptive allocations is enabled")
+        threads = self.threads_per_allocation
+        if not _is_int(threads) or threads < 1 or threads > MAX_THREADS_PER_ALLOCATION or threads & (threads - 1):
+            raise InvalidInput(
+                f"[threads_per_allocation] must be a power of 2 less than or equal to {MAX_THREADS_PER_ALLOCATION}"
+            )
+        capacity = self.queue_capacity
+        if not _is_int(capacity) or capacity < 1:
+            raise InvalidInput(f"[queue_capacity] must be a positive integer, got [{capacity}]")
+        if capacity > MAX_QUEUE_CAPACITY:
+            raise InvalidInput(f"[queue_capacity] must be less than {MAX_QUEUE_CAPACITY}")
+        if self.priority not in DEPLOYMENT_PRIORITIES:
+            raise InvalidInput(f"[priority] must be one of {list(DEPLOYMENT_PRIORITIES)}, got [{self.priority}]")
+        if self.priority == "low":
+            if (allocations or 1) != 1 or (adaptive is not None and adaptive.enabled):
+                raise InvalidInput("[number_of_allocations] must be 1 when [priority] is low")
+            if threads != 1:
+                raise InvalidInput("[threads_per_allocation] must be 1 when [priority] is low")
+        if self.cache_size is not None:
+            parse_byte_size(self.cache_size)
+        if not _is_int(self.max_batch_tokens) or self.max_batch_tokens < 1:
+            raise InvalidInput(f"[max_batch_tokens] must be a positive integer, got [{self.max_batch_tokens}]")
+        if not _is_int(self.grouping_window) or self.grouping_window < 0:
+            raise InvalidInput(f"[grouping_window] must be a non-negative integer, got [{self.grouping_window}]")
+        if not isinstance(self.stats_period_s, (int, float)) or self.stats_period_s <= 0:
+            raise InvalidInput(f"[stats_period_s] must be positive, got [{self.stats_period_s}]")
+        if self.cpus is not None:
+            cpus = tuple(self.cpus)
+            if not cpus or not all(_is_int(cpu) and cpu >= 0 for cpu in cpus):
+                raise InvalidInput(f"[cpus] must be a non-empty list of CPU ids, got [{self.cpus}]")
+            object.__setattr__(self, "cpus", tuple(sorted(set(cpus))))
+
+    @property
+    def initial_allocations(self) -> int:
+        adaptive = self.adaptive_allocations
+        if self.number_of_allocations is not None:
+            return self.number_of_allocations
+        if isinstance(adaptive, AdaptiveAllocations) and adaptive.enabled:
+            return adaptive.minimum
+        return 1
+
+
+_TIME_UNITS = (("d", 86_400.0), ("h", 3_600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("micros", 1e-6))
+
+
+def format_time_value(seconds: float) -> str:
+    """Seconds as Elasticsearch prints a TimeValue in messages: the largest unit that is at least 1,
+    one decimal, ``.0`` dropped (``10s``, ``1.5m``, ``200ms``)."""
+    suffix, size = next(((suffix, size) for suffix, size in _TIME_UNITS if seconds >= size), _TIME_UNITS[-1])
+    value = round(seconds / size, 1)
+    return f"{value:.1f}".removesuffix(".0") + suffix
+
+
+class _Request:
+    """One ``infer`` call: its texts' outputs, how many are still missing, and how it ended."""
+
+    def __init__(self, n_texts: int, timeout: float | None) -> None:
+        self.outputs: list[Outputs | None] = [None] * n_texts
+        self.remaining = n_texts
+        self.timeout = timeout
+        self.deadline: float | None = None
+        self.state = "pending"  # pending | done | failed
+        self.error: EngineError | None = None
+        self.entries: list[_Entry] = []
+        self.done = threading.Event()
+        self.callbacks: list[Callable[[], None]] = []
+
+
+class _Entry:
+    """One queued text: its rows and how far they have got. Guarded by the deployment's lock."""
+
+    __slots__ = ("request", "index", "windows", "lengths", "longest", "rank", "key", "next_row",
+                 "rows_done", "row_outputs", "elapsed_s", "in_queue", "settled")
+
+    def __init__(self, request: _Request, index: int, windows: Sequence[Any], rank: int, key: Any) -> None:
+        self.request = request
+        self.index = index
+        self.windows = list(windows)
+        self.lengths = [len(window.input_ids) for window in self.windows]
+        self.longest = max(self.lengths)
+        self.rank = rank
+        self.key = key
+        self.next_row = 0           # rows before it have been taken into batches
+        self.rows_done = 0
+        self.row_outputs: list[tuple[np.ndarray, ...] | None] = [None] * len(self.windows)
+        self.elapsed_s = 0.0
+        self.in_queue = True        # some rows not yet taken
+        self.settled = False        # delivered, or its request ended; later results are dropped
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.windows)
+
+
+class RequestQueue:
+    """Bounded three-level priority queue of texts, and the batching policy. Not locked itself:
+    every method runs under the deployment's lock.
+
+    Capacity counts live texts (queued, not settled), one per text as Elasticsearch does. Within a
+    priority the order is FIFO. A batch starts with the head text (its rows, as many as fit the
+    budget, at least one), then adds whole texts from the next ``grouping_window`` of the same
+    priority, closest in length first, while ``longest row × rows`` stays within ``max_batch_tokens``.
+    A head text too big for one batch is split: its remaining rows stay at the head.
+    """
+
+    def __init__(self, capacity: int, max_batch_tokens: int, grouping_window: int) -> None:
+        self.capacity = capacity
+        self.max_batch_tokens = max_batch_tokens
+        self.grouping_window = grouping_window
+        self.live = 0
+        self._levels: tuple[collections.deque[_Entry], ...] = tuple(
+            collections.deque() for _ in REQUEST_PRIORITIES
+        )
+
+    def offer(self, entries: Sequence[_Entry]) -> bool:
+        """Queue all of ``entries`` or none (False when they do not all fit)."""
+        if self.live + len(entries) > self.capacity:
+            return False
+        for entry in entries:
+            self._levels[entry.rank].append(entry)
+        self.live += len(entries)
+        return True
+
+    def discard(self, entry: _Entry) -> None:
+        """Forget an entry whose request ended; it leaves the deque lazily."""
+        if entry.in_queue:
+            entry.in_queue = False
+            self.live -= 1
+
+    def take_batch(self) -> list[tuple[_Entry, int]]:
+        """The next batch as ``(entry, row)`` pairs, or ``[]`` when nothing is queued."""
+        level = None
+        for candidate in self._levels:
+            while candidate and not candidate[0].in_queue:
+                candidate.popleft()
+            if candidate:
+                level = candidate
+                break
+        if level is None:
+            return []
+        head = level[0]
+        budget = self.max_batch_tokens
+        rows: list[tuple[_Entry, int]] = []
+        longest = 0
+        for row in range(head.next_row, head.n_rows):
+            wider = max(longest, head.lengths[row])
+            if rows and wider * (len(rows) + 1) > budget:
+                break
+            longest = wider
+            rows.append((head, row))
+        head.next_row += len(rows)
+        if head.next_row < head.n_rows:
+            return rows
+        level.popleft()
+        head.in_queue = False
+        self.live -= 1
+        nearby = [
+            (abs(entry.longest - head.longest), position, entry)
+            for position, entry in enumerate(itertools.islice(level, self.grouping_window))
+            if entry.in_queue
+        ]
+        nearby.sort(key=lambda item: (item[0], item[1]))
+        for _, _, entry in nearby:
+            wider = max(longest, entry.longest)
+            if wider * (len(rows) + entry.n_rows) > budget:
+                continue
+            longest = wider
+            rows.extend((entry, row) for row in range(entry.n_rows))
+            entry.next_row = entry.n_rows
+            entry.in_queue = False
+            self.live -= 1
+            level.remove(entry)
+        return rows
+
+    def queued_entries(self) -> list[_Entry]:
+        return [entry for level in self._levels for entry in level if entry.in_queue]
+
+
+class _Allocation:
+    """One worker thread with its session and cores."""
+
+    def __init__(self, number: int, cores: tuple[int, ...] | None) -> None:
+        self.number = number
+        self.cores = cores
+        self.retiring = False
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+
+class Deployment:
+    """A started model: allocations on pinned cores behind a bounded priority queue.
+
+    Create it with a loaded package and a :class:`DeploymentConfig`; it starts its allocations before
+    returning. Use ``infer``/``ainfer`` from any number of threads or tasks, ``update`` to change the
+    allocation count live, ``stats`` for Elasticsearch's deployment stats, and ``stop`` (or a ``with``
+    block) to end it.
+
+    Raises:
+        InvalidInput: ``cpus`` outside this process's allowed CPU set.
+        ModelError: an allocation could not open the graph.
+    """
+
+    def __init__(self, package: LoadedPackage, config: DeploymentConfig | None = None, *,
+                 session_factory: SessionFactory = create_session) -> None:
+        config = config if config is not None else DeploymentConfig()
+        self.package = package
+        self.config = config
+        self._session_factory = session_factory
+        manifest = package.manifest
+        self._input_names = list(manifest.inputs)
+        self._output_names = manifest.output_names
+        self._names_axes = [(output["name"], output["axes"]) for output in manifest.outputs]
+        self._pad_id = package.tokenizer.pad_token_id
+        self.model_id = package.path.name
+        self.deployment_id = config.deployment_id or self.model_id
+        cpus = config.cpus if config.cpus is not None else allowed_cpus()
+        if config.pin_threads and config.cpus is not None:
+            outside = sorted(set(cpus) - set(allowed_cpus()))
+            if outside:
+                raise InvalidInput(f"[cpus] {outside} are not in this process's allowed CPU set {list(allowed_cpus())}")
+        self._cores = CoreAllocator(cpus)
+        allocations, threads = clamp_thread_settings(len(cpus), config.initial_allocations,
+                                                     config.threads_per_allocation)
+        self.threads_per_allocation = threads
+        cache_bytes = package.size_bytes if config.cache_size is None else parse_byte_size(config.cache_size)
+        self.cache_size = cache_bytes
+        self._cache = InferenceCache(cache_bytes) if cache_bytes > 0 else None
+        # tokenizers starts a rayon pool as big as the host for batch encodes; see the module comment.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self._cond = threading.Condition()
+        self._scale_lock = threading.Lock()
+        self._queue = RequestQueue(config.queue_capacity, config.max_batch_tokens, config.grouping_window)
+        self._stats = DeploymentStats(config.stats_period_s)
+        self._pending_texts = 0
+        self._pending_requests: set[_Request] = set()
+        self._allocations: list[_Allocation] = []
+        self._allocation_numbers = itertools.count()
+        self._target_allocations = 0
+        self._state = "starting"
+        self._drain = True
+        self.start_time = int(time.time() * 1000)
+        self._adaptive: AdaptiveAllocations | None = None
+        self._adaptive_stop = threading.Event()
+        self._adaptive_thread: threading.Thread | None = None
+        try:
+            self._scale_to(allocations)
+        except BaseException:
+            self.stop(drain=False)
+            raise
+        with self._cond:
+            self._state = "started"
+        adaptive = config.adaptive_allocations
+        if isinstance(adaptive, AdaptiveAllocations):
+            self._set_adaptive(adaptive)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def infer(self, texts: str | Sequence[str], timeout: float | None = None, priority: str = "normal",
+              **config: Any) -> list[dict[str, Any]]:
+        """Run the task on texts and wait for the results.
+
+        Args:
+            texts: one string or a list; one result per text, in order.
+            timeout: seconds from queueing until the results must be back; None waits as long as it
+                takes (Elasticsearch's REST default is 10 s, its ingest processor waits for hours).
+            priority: ``high`` (served first, like ES search-time inference), ``normal`` or ``low``.
+            **config: the task's inference_config update keys.
+
+        Returns:
+            The task's result dicts.
+
+        Raises:
+            InvalidInput: bad config or text (before anything is queued).
+            QueueFull: the queue cannot take all the texts (429).
+            InferenceTimeout: the results did not come back in time (408).
+            InferenceFailed: the graph failed on a batch holding one of the texts (500).
+            DeploymentStopped: the deployment stopped before the texts ran (409).
+            NotDeployed: the deployment was already stopped.
+        """
+        request, cfg, prepared = self._submit(texts, timeout, priority, config)
+        self._wait(request)
+        return self._finish(request, cfg, prepared)
+
+    async def ainfer(self, texts: str | Sequence[str], timeout: float | None = None, priority: str = "normal",
+                     **config: Any) -> list[dict[str, Any]]:
+        """``infer`` for asyncio: tokenising and post-processing run in the default executor, and the
+        wait does not block the event loop. Cancelling the awaiting task withdraws the queued texts."""
+        loop = asyncio.get_running_loop()
+        request, cfg, prepared = await loop.run_in_executor(None, self._submit, texts, timeout, priority, config)
+        finished = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+
+        self._when_done(request, wake)
+        remaining = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.shield(finished), remaining)
+        except asyncio.TimeoutError:
+            self._expire(request)
+        except asyncio.CancelledError:
+            self._end(request, InvalidInput("inference task cancelled"))
+            raise
+        self._raise_if_failed(request)
+        return await loop.run_in_executor(None, self._finish, request, cfg, prepared)
+
+    def _submit(self, texts: str | Sequence[str], timeout: float | None, priority: str,
+                config: Mapping[str, Any]) -> tuple[_Request, Any, list[Any]]:
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        for text in texts:
+            if not isinstance(text, str):
+                raise InvalidInput(f"Input value [{text!r}] for field [text_field] must be a string")
+        if priority not in REQUEST_PRIORITIES:
+            raise InvalidInput(f"[priority] must be one of {list(REQUEST_PRIORITIES)}, got [{priority}]")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                                    or timeout <= 0):
+            raise InvalidInput(f"[timeout] must be a positive number of seconds, got [{timeout}]")
+        self._check_running()
+        task, tokenizer = self.package.task, self.package.tokenizer
+        cfg = task.parse_config(self.package.manifest, dict(config))
+        prepared = [task.prepare(text, cfg, tokenizer) for text in texts]
+        request = _Request(len(texts), timeout)
+        rank = REQUEST_PRIORITIES.index(priority)
+        config_key = cfg.cache_key() if self._cache is not None else None
+        entries = []
+        for index, item in enumerate(prepared):
+            key = None
+            if self._cache is not None and item.windows:
+                started = time.perf_counter()
+                key = cache_key(item.windows, config_key)
+                hit = self._cache.get(key)
+                if hit is not None:
+                    request.outputs[index] = hit
+                    self._stats.record_inference((time.perf_counter() - started) * 1000, cache_hit=True)
+                    continue
+            if not item.windows:
+                request.outputs[index] = []
+                continue
+            entries.append(_Entry(request, index, item.windows, rank, key))
+        with self._cond:
+            if self._state != "started":
+                self._check_running()
+            if not self._queue.offer(entries):
+                self._stats.record_rejected(len(entries))
+                raise QueueFull(QUEUE_FULL_MESSAGE)
+            self._stats.record_queued(len(entries))
+            request.entries = entries
+            request.remaining = len(entries)
+            if timeout is not None:
+                request.deadline = time.monotonic() + timeout
+            self._pending_texts += len(entries)
+            if entries:
+                self._pending_requests.add(request)
+                self._cond.notify_all()
+            else:
+                self._settle(request, None)
+        return request, cfg, prepared
+
+    def _check_running(self) -> None:
+        if self._state == "stopping":
+            raise DeploymentStopped(STOPPING_MESSAGE)
+        if self._state == "stopped":
+            raise NotDeployed(f"Trained model deployment [{self.deployment_id}] is not deployed")
+
+    def _when_done(self, request: _Request, callback: Callable[[], None]) -> None:
+        with self._cond:
+            if request.state == "pending":
+                request.callbacks.append(callback)
+                return
+        callback()
+
+    def _wait(self, request: _Request) -> None:
+        remaining = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        if not request.done.wait(remaining):
+            self._expire(request)
+        self._raise_if_failed(request)
+
+    def _expire(self, request: _Request) -> None:
+        """The caller's timer ran out: fail the request unless its results won the race."""
+        with self._cond:
+            if request.state != "pending":
+                return
+            unanswered = sum(not entry.settled for entry in request.entries)
+            self._stats.record_timeout(unanswered)
+            timeout = format_time_value(request.timeout or 0.0)
+            self._settle(request, InferenceTimeout(f"timeout [{timeout}] waiting for inference result"))
+
+    def _end(self, request: _Request, error: EngineError) -> None:
+        with self._cond:
+            if request.state == "pending":
+                self._settle(request, error)
+
+    @staticmethod
+    def _raise_if_failed(request: _Request) -> None:
+        if request.state == "failed":
+            assert request.error is not None
+            raise request.error
+
+    def _settle(self, request: _Request, error: EngineError | None) -> None:
+        """End a request (lock held): drop its queued texts, wake its caller."""
+        request.state = "done" if error is None else "failed"
+        request.error = error
+        for entry in request.entries:
+            self._queue.discard(entry)
+            if not entry.settled:
+                entry.settled = True
+                self._pending_texts -= 1
+        self._pending_requests.discard(request)
+        request.done.set()
+        for callback in request.callbacks:
+            try:
+                callback()
+            except Exception:  # a closed event loop must not break the worker that completed the request
+                log.exception("inference completion callback failed")
+        request.callbacks.clear()
+
+    def _finish(self, request: _Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
+        task = self.package.task
+        return [task.finish(item, outputs or [], cfg) for item, outputs in zip(prepared, request.outputs, strict=True)]
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _serve(self, allocation: _Allocation) -> None:
+        try:
+            if allocation.cores is not None and self.config.pin_threads:
+                pin_current_thread(allocation.cores)
+            if self.config.priority == "low" and sys.platform.startswith("linux"):
+                # Like ml-cpp's --lowPriority; pool threads ORT starts from here inherit the nice value.
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY_NICE)
+            cores = allocation.cores if self.config.pin_threads else None
+            session = self._session_factory(self.package.graph_path, self.threads_per_allocation, cores,
+                                            self.config.session_options)
+        except BaseException as error:
+            allocation.error = error
+            with self._cond:
+                self._allocations.remove(allocation)
+            self._cores.release(allocation.cores)
+            allocation.ready.set()
+            return
+        allocation.ready.set()
+        try:
+            while True:
+                with self._cond:
+                    while True:
+                        if allocation.retiring:
+                            rows: list[tuple[_Entry, int]] = []
+                            break
+                        if self._state == "stopping" and (not self._drain or self._queue.live == 0):
+                            rows = []
+                            break
+                        rows = self._queue.take_batch()
+                        if rows:
+                            break
+                        self._cond.wait()
+                if not rows:
+                    return
+                self._run_batch(session, rows)
+        finally:
+            with self._cond:
+                self._allocations.remove(allocation)
+                self._cond.notify_all()
+            self._cores.release(allocation.cores)
+
+    def _run_batch(self, session: Any, rows: list[tuple[_Entry, int]]) -> None:
+        entries = list(dict.fromkeys(entry for entry, _ in rows))
+        started = time.perf_counter()
+        error: EngineError | None = None
+        per_row: Outputs = []
+        try:
+            batch = collate([entry.windows[row] for entry, row in rows], self._input_names, self._pad_id)
+            raw = session.run(self._output_names, batch.inputs)
+            per_row = split_outputs(raw, self._names_axes, batch.lengths)
+        except EngineError as engine_error:
+            error = engine_error
+        except Exception as exc:
+            error = InferenceFailed(f"Error in inference process: [{exc}]")
+        elapsed = time.perf_counter() - started
+        to_cache = []
+        with self._cond:
+            for entry in entries:
+                entry.elapsed_s += elapsed
+            if error is not None:
+                self._stats.record_batch(elapsed, 0)
+                failed = [entry for entry in entries if not entry.settled]
+                self._stats.record_error(len(failed))
+                for request in dict.fromkeys(entry.request for entry in failed):
+                    if request.state == "pending":
+                        self._settle(request, error)
+                self._cond.notify_all()
+                return
+            for (entry, row), outputs in zip(rows, per_row, strict=True):
+                entry.row_outputs[row] = outputs
+                entry.rows_done += 1
+            completed = [entry for entry in entries if entry.rows_done == entry.n_rows]
+            self._stats.record_batch(elapsed, len(completed))
+            for entry in completed:
+                outputs = list(entry.row_outputs)
+                if entry.key is not None:
+                    to_cache.append((entry.key, outputs))
+                if entry.settled:
+                    continue  # its request timed out or was cancelled: the late result is dropped
+                entry.settled = True
+                self._pending_texts -= 1
+                request = entry.request
+                request.outputs[entry.index] = outputs
+                self._stats.record_inference(entry.elapsed_s * 1000, cache_hit=False)
+                request.remaining -= 1
+                if request.remaining == 0:
+                    self._settle(request, None)
+            self._cond.notify_all()
+        if self._cache is not None:
+            for key, outputs in to_cache:
+                self._cache.put(key, outputs)
+
+    # -- allocations ---------------------------------------------------------------------------
+
+    def _hardware_threads(self) -> int:
+        return len(self._cores.cpus)
+
+    def _scale_to(self, wanted: int) -> None:
+        """Start or retire allocations until ``wanted`` (already clamped) are serving."""
+        with self._scale_lock:
+            with self._cond:
+                self._target_allocations = wanted
+                serving = [allocation for allocation in self._allocations if not allocation.retiring]
+                retiring = serving[wanted:]
+                for allocation in retiring:
+                    allocation.retiring = True
+                self._cond.notify_all()
+            for allocation in retiring:
+                if allocation.thread is not None:
+                    allocation.thread.join()
+            started = []
+            for _ in range(max(0, wanted - len(serving))):
+                allocation = _Allocation(next(self._allocation_numbers),
+                                         self._cores.acquire(self.threads_per_allocation))
+                thread = threading.Thread(target=self._serve, args=(allocation,), daemon=True,
+                                          name=f"engine-{self.deployment_id}-allocation-{allocation.number}")
+                allocation.thread = thread
+                with self._cond:
+                    self._allocations.append(allocation)
+                thread.start()
+                started.append(allocation)
+            failures = []
+            for allocation in started:
+                allocation.ready.wait()
+                if allocation.error is not None:
+                    failures.append(allocation.error)
+            if failures:
+                with self._cond:
+                    self._target_allocations = len(self._allocations)
+                first = failures[0]
+                if isinstance(first, EngineError):
+                    raise first
+                raise ModelError(f"could not start an allocation: {first}") from first
+
+    def _set_adaptive(self, settings: AdaptiveAllocations | None) -> None:
+        self._adaptive = settings if settings is not None and settings.enabled else None
+        if self._adaptive is not None:
+            current = self._target_allocations
+            wanted = min(max(current, self._adaptive.minimum), self._adaptive.maximum)
+            wanted = clamp_allocations(self._hardware_threads(), self.threads_per_allocation, wanted)
+            if wanted != current:
+                self._scale_to(wanted)
+            if self._adaptive_thread is None:
+                self._adaptive_stop.clear()
+                self._adaptive_thread = threading.Thread(target=self._adapt, daemon=True,
+                                                         name=f"engine-{self.deployment_id}-adaptive")
+                self._adaptive_thread.start()
+        elif self._adaptive_thread is not None:
+            self._adaptive_stop.set()
+            if self._adaptive_thread is not threading.current_thread():
+                self._adaptive_thread.join()
+            self._adaptive_thread = None
+
+    def _adapt(self) -> None:
+        scaler: AdaptiveScaler | None = None
+        self._stats.take_load_sample()
+        while True:
+            settings = self._adaptive
+            if settings is None:
+                return
+            if scaler is None or scaler.settings is not settings:
+                scaler = AdaptiveScaler(settings)
+            if self._adaptive_stop.wait(settings.evaluation_interval_s):
+                return
+            scaler.observe(self._stats.take_load_sample())
+            ceiling = clamp_allocations(self._hardware_threads(), self.threads_per_allocation,
+                                        scaler.settings.maximum)
+            current = self._target_allocations
+            wanted = scaler.decide(current, ceiling)
+            if wanted != current and self._state == "started":
+                log.info("deployment [%s]: load %.2f, scaling from %d to %d allocations",
+                         self.deployment_id, scaler.load or 0.0, current, wanted)
+                try:
+                    self._scale_to(wanted)
+                except EngineError:
+                    log.exception("deployment [%s]: adaptive scaling failed", self.deployment_id)
+
+    def update(self, number_of_allocations: int | None = None,
+               adaptive_allocations: AdaptiveAllocations | Mapping[str, Any] | None = None) -> None:
+        """Change the allocation count, or the adaptive settings, while requests keep running.
+
+        A new count is clamped to ``[1, ceil(cpus / threads_per_allocation)]`` as ml-cpp does; retired
+        allocations finish their current batch first, so no request is lost.
+
+        Raises:
+            InvalidInput: a bad count, or a count while adaptive allocations are (or become) enabled.
+            NotDeployed / DeploymentStopped: the deployment is stopping or stopped.
+            ModelError: a new allocation could not open the graph.
+        """
+        adaptive = AdaptiveAllocations.from_value(adaptive_allocations)
+        if number_of_allocations is not None:
+            if not _is_int(number_of_allocations) or number_of_allocations < 1:
+                raise InvalidInput(
+                    f"[number_of_allocations] must be a positive integer, got [{number_of_allocations}]"
+                )
+            enabled = adaptive.enabled if adaptive is not None else self._adaptive is not None
+            if enabled:
+                raise InvalidInput("[number_of_allocations] cannot be set if adaptive allocations is enabled")
+            if self.config.priority == "low" and number_of_allocations != 1:
+                raise InvalidInput("[number_of_allocations] must be 1 when [priority] is low")
+        if adaptive is not None and adaptive.enabled and self.config.priority == "low":
+            raise InvalidInput("[number_of_allocations] must be 1 when [priority] is low")
+        with self._cond:
+            self._check_running()
+        if adaptive is not None:
+            self._set_adaptive(adaptive)
+        if number_of_allocations is not None:
+            self._scale_to(clamp_allocations(self._hardware_threads(), self.threads_per_allocation,
+                                             number_of_allocations))
+
+    # -- lifecycle and stats -------------------------------------------------------------------
+
+    def stop(self, drain: bool = True) -> None:
+        """Stop the deployment; every pending caller gets its result or an error.
+
+        Args:
+            drain: run everything already queued first (True), or fail queued requests at once with
+                DeploymentStopped (False); batches already running finish either way.
+        """
+        with self._cond:
+            already = self._state in ("stopping", "stopped")
+            self._state = "stopping" if self._state != "stopped" else "stopped"
+            self._drain = self._drain and drain  # a later stop(drain=False) cuts a drain short
+            if not self._drain:
+                stopping = DeploymentStopped(STOPPING_MESSAGE)
+                for request in list(self._pending_requests):
+                    if any(entry.in_queue for entry in request.entries):
+                        self._settle(request, stopping)
+            self._cond.notify_all()
+        if already:
+            self._join_workers()
+            return
+        self._adaptive = None
+        self._adaptive_stop.set()
+        adaptive_thread = self._adaptive_thread
+        if adaptive_thread is not None and adaptive_thread is not threading.current_thread():
+            adaptive_thread.join()
+        self._join_workers()
+        with self._cond:
+            stopping = DeploymentStopped(STOPPING_MESSAGE)
+            for request in list(self._pending_requests):  # nothing left to serve them
+                self._settle(request, stopping)
+            self._state = "stopped"
+            self._target_allocations = 0
+        if self._cache is not None:
+            self._cache.clear()
+
+    def _join_workers(self) -> None:
+        with self._scale_lock:
+            while True:
+                with self._cond:
+                    threads = [allocation.thread for allocation in self._allocations
+                               if allocation.thread is not None and allocation.thread is not threading.current_thread()]
+                if not threads:
+                    return
+                for thread in threads:
+                    thread.join()
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def clear_cache(self) -> None:
+        """Empty the inference cache (Elasticsearch's ``deployment/cache/_clear``)."""
+        if self._cache is not None:
+            self._cache.clear()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def number_of_allocations(self) -> int:
+        """Allocations serving now (started, not retiring)."""
+        with self._cond:
+            return self._serving_count()
+
+    def _serving_count(self) -> int:
+        return sum(1 for allocation in self._allocations
+                   if allocation.ready.is_set() and allocation.error is None and not allocation.retiring)
+
+    def stats(self) -> dict[str, Any]:
+        """Deployment stats under Elasticsearch's names (ELASTIC_REFERENCE.md §6.5).
+
+        Counts are per text; ``number_of_pending_requests`` = texts queued or running;
+        ``threads_per_allocation`` and ``number_of_allocations`` are the effective (clamped) values.
+        Also reports ``thread_settings`` (as ml-cpp does) with each allocation's cores (None: unpinned).
+        """
+        counters = self._stats.snapshot()
+        with self._cond:
+            serving = self._serving_count()
+            target = self._target_allocations
+            pending = self._pending_texts
+            cores = [list(allocation.cores) if allocation.cores is not None and self.config.pin_threads else None
+                     for allocation in self._allocations if not allocation.retiring]
+            state = self._state
+        if target > 0 and serving == 0:
+            allocation_state = "starting"
+        elif serving < target:
+            allocation_state = "started"
+        else:
+            allocation_state = "fully_allocated"
+        result: dict[str, Any] = {
+            "deployment_id": self.deployment_id,
+            "model_id": self.model_id,
+            "state": state,
+            "start_time": self.start_time,
+            "threads_per_allocation": self.threads_per_allocation,
+            "number_of_allocations": serving,
+            "queue_capacity": self.config.queue_capacity,
+            "cache_size": self.cache_size,
+            "priority": self.config.priority,
+            "allocation_status": {
+                "allocation_count": serving,
+                "target_allocation_count": target,
+                "state": allocation_state,
+            },
+            "number_of_pending_requests": pending,
+            "thread_settings": {
+                "num_threads_per_allocation": self.threads_per_allocation,
+                "num_allocations": serving,
+                "cores": cores,
+            },
+        }
+        adaptive = self._adaptive or self.config.adaptive_allocations
+        if isinstance(adaptive, AdaptiveAllocations):
+            result["adaptive_allocations"] = adaptive.to_json()
+        result.update(counters)
+        return result
+

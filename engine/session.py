@@ -1,0 +1,99 @@
+"""The one place that builds ONNX Runtime sessions.
+
+Every session the engine runs comes from :func:`create_session`, so thread counts, spinning and
+affinity are set the same way everywhere: ``intra_op_num_threads`` = the allocation's threads
+(pinned to its cores), a sequential executor with ``inter_op_num_threads`` 1, and spinning off for
+both pools so an idle allocation sleeps instead of burning its cores (ORT spins by default, which
+on a shared ML node steals CPU from neighbours and from the tokenizer).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import onnxruntime as ort
+
+from .cores import ort_thread_affinities
+from .errors import InvalidInput, ModelError
+
+_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+# The session options a user may change, with the type each takes. The exported graph is already
+# optimised, so "graph_optimization_level" matters mainly for debugging; the arena and memory-pattern
+# switches trade memory for speed when request shapes vary a lot.
+EXPOSED_OPTIONS: dict[str, type] = {
+    "graph_optimization_level": str,
+    "enable_cpu_mem_arena": bool,
+    "enable_mem_pattern": bool,
+    "log_severity_level": int,
+}
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - set(EXPOSED_OPTIONS))
+    if unknown:
+        raise InvalidInput(f"unknown session options {unknown}; supported: {sorted(EXPOSED_OPTIONS)}")
+    for name, value in options.items():
+        expected = EXPOSED_OPTIONS[name]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InvalidInput(f"session option [{name}] must be a {expected.__name__}, got [{value!r}]")
+    level = options.get("graph_optimization_level")
+    if level is not None and level not in _OPTIMIZATION_LEVELS:
+        raise InvalidInput(f"[graph_optimization_level] must be one of {sorted(_OPTIMIZATION_LEVELS)}, got [{level}]")
+    severity = options.get("log_severity_level")
+    if severity is not None and not 0 <= severity <= 4:
+        raise InvalidInput(f"[log_severity_level] must be between 0 and 4, got [{severity}]")
+
+
+def create_session(
+    path: str | os.PathLike[str],
+    threads: int,
+    cores: Sequence[int] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> ort.InferenceSession:
+    """Open an ONNX graph for one allocation.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (the allocation's ``threads_per_allocation``); the calling thread
+            is one of them, ORT starts ``threads - 1`` more.
+        cores: the allocation's cores (0-based ids, at least ``threads`` of them); the pool threads
+            are pinned to ``cores[1:threads]``; the caller pins itself to ``cores[0]``
+            (``engine.cores.pin_current_thread``). None leaves every thread unpinned.
+        options: changes to :data:`EXPOSED_OPTIONS`; anything else is refused.
+
+    Raises:
+        InvalidInput: an unknown option or a bad option value.
+        ModelError: ONNX Runtime cannot load the graph.
+        ValueError: fewer cores than threads (a scheduler bug).
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidInput(f"threads must be a positive integer, got [{threads!r}]")
+    options = dict(options or {})
+    _check_options(options)
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if cores is not None:
+        affinities = ort_thread_affinities(cores, threads)
+        if affinities is not None:
+            session_options.add_session_config_entry("session.intra_op_thread_affinities", affinities)
+    session_options.graph_optimization_level = _OPTIMIZATION_LEVELS[options.get("graph_optimization_level", "all")]
+    session_options.enable_cpu_mem_arena = options.get("enable_cpu_mem_arena", True)
+    session_options.enable_mem_pattern = options.get("enable_mem_pattern", True)
+    session_options.log_severity_level = options.get("log_severity_level", 3)
+    try:
+        return ort.InferenceSession(os.fspath(path), sess_options=session_options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own pybind exception types for every load failure
+        raise ModelError(f"cannot load ONNX graph [{path}]: {error}") from error
