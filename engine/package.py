@@ -1,0 +1,41 @@
+"""A model package loaded and checked: manifest, tokenizer and task, ready for a deployment."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .manifest import Manifest, read_manifest
+from .tasks import Task, get_task
+from .tokenization import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedPackage:
+    """Everything a deployment needs from a package, loaded once and shared by its allocations."""
+
+    path: Path
+    manifest: Manifest
+    tokenizer: Tokenizer
+    task: Task
+
+    @property
+    def graph_path(self) -> Path:
+        return self.path / self.manifest.graph
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the graph file: Elasticsearch's default inference-cache size is the model size."""
+        return self.graph_path.stat().st_size
+
+
+def load_package(path: str | Path, verify: bool = True) -> LoadedPackage:
+    """Read and verify a package directory (sha256 of every file, unless ``verify`` is false).
+
+    Raises:
+        PackageError: missing or corrupt package.
+    """
+    path = Path(path).resolve()
+    manifest = read_manifest(path, verify=verify)
+    tokenizer = Tokenizer.from_file(path / manifest.tokenizer, manifest.tokenization, manifest.special_tokens)
+    return LoadedPackage(path=path, manifest=manifest, tokenizer=tokenizer, task=get_task(manifest.task))
