@@ -1,0 +1,138 @@
+"""The ``engine`` command: export, run, serve, bench.
+
+Each verb is a thin layer over the Python API; errors become one line on stderr and the error class's
+exit code (engine/errors.py), never a traceback, unless ``ENGINE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import EngineError
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a task on texts and print one JSON result per line",
+        description="Run one Elasticsearch NLP task. Texts come from the arguments, or one per line on stdin.",
+    )
+    parser.add_argument("task", help="fill_mask, ner, question_answering, text_classification, text_embedding, "
+                        "text_expansion, text_similarity, zero_shot_classification or pass_through")
+    parser.add_argument("texts", nargs="*", help="input texts (default: read lines from stdin)")
+    parser.add_argument("--model", "-m", default=os.environ.get("ENGINE_MODEL"),
+                        help="model package dir, Hugging Face model dir or hub id (exported and cached on first "
+                        "use); default: the task's default model. Env: ENGINE_MODEL")
+    parser.add_argument("--config", "-c", default=None,
+                        help='inference_config update as JSON, e.g. \'{"question": "Who?"}\' or '
+                        '\'{"labels": ["a", "b"], "multi_label": true}\'')
+    parser.add_argument("--question", help="question_answering: the question asked of every text")
+    parser.add_argument("--text", dest="query_text", help="text_similarity: the text every input is compared to")
+    parser.add_argument("--labels", help="zero_shot_classification: comma-separated candidate labels")
+    parser.add_argument("--num-top-classes", type=int, help="number of top classes to return")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for each call")
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.config:
+        try:
+            loaded = json.loads(args.config)
+        except ValueError as error:
+            raise SystemExit(f"engine run: --config is not valid JSON: {error}") from error
+        if not isinstance(loaded, dict):
+            raise SystemExit("engine run: --config must be a JSON object")
+        config.update(loaded)
+    if args.question is not None:
+        config["question"] = args.question
+    if args.query_text is not None:
+        config["text"] = args.query_text
+    if args.labels is not None:
+        config["labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if args.num_top_classes is not None:
+        config["num_top_classes"] = args.num_top_classes
+    if args.timeout is not None:
+        config["timeout"] = args.timeout
+    return config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .api import run
+
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for result in run(args.task, texts, model=args.model, **_run_config(args)):
+        print(_json_dumps(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engine",
+        description="ONNX-optimised CPU inference for transformer NLP models (Elasticsearch NLP tasks).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(subparsers)
+    _add_optional_verbs(subparsers)
+    return parser
+
+
+def _add_optional_verbs(subparsers: argparse._SubParsersAction) -> None:
+    """Verbs whose implementation lives in optional parts; a verb whose part is missing still parses and
+    then says what to install, instead of breaking every other verb."""
+    verbs = (
+        ("export", "exporters.cli", "add_export_parser", "engine[export]"),
+        ("serve", "engine.server_cli", "add_serve_parser", "engine[server]"),
+        ("bench", "bench.cli", "add_bench_parser", "engine[bench] from a source checkout"),
+    )
+    for verb, module_name, function, extra in verbs:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            missing = subparsers.add_parser(verb, help=f"(unavailable: install {extra})")
+            missing.set_defaults(handler=_unavailable(verb, extra, error))
+            continue
+        getattr(module, function)(subparsers)
+
+
+def _unavailable(verb: str, extra: str, error: ImportError) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"engine {verb}: needs {extra} ({error})", file=sys.stderr)
+        return 1
+
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # argparse gives a `nargs="*"` positional its (empty) value at its first position, so texts written
+    # after options (`engine run TASK --model M "text"`) come back as extras: they are texts of `run`.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if args.command != "run" or any(extra.startswith("-") for extra in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.texts = [*args.texts, *extras]
+    handler = getattr(args, "handler", None) or {"run": _cmd_run}[args.command]
+    try:
+        return int(handler(args) or 0)
+    except EngineError as error:
+        if os.environ.get("ENGINE_DEBUG"):
+            raise
+        print(f"engine {args.command}: {error.message}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"engine {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
