@@ -1,0 +1,136 @@
+"""Fixtures for the server tests: real model packages and a real ``engine serve`` process on loopback.
+
+The packages are exported once per session (fp32 and unfused: these tests check the server, and
+exact graphs make results comparable with ``engine.run``). The server is a
+subprocess (``python -m engine.server_cli``) on a free port with an API key, started once per module
+group that needs it; the fixture waits for ``/health`` and always kills the process afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+API_KEY = "test-key-123"
+START_TIMEOUT_S = 120.0
+
+
+def _export(source: Path, task: str, out: Path) -> Path:
+    try:
+        from exporters import export
+    except ImportError as error:
+        pytest.skip(f"exporters are not importable here: {error}")
+    export(str(source), task=task, out=str(out), quantize="none", fuse=False, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_package(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(minilm_dir, "text_embedding", tmp_path_factory.mktemp("pkg") / "minilm")
+
+
+@pytest.fixture(scope="session")
+def splade_package(splade_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(splade_dir, "text_expansion", tmp_path_factory.mktemp("pkg") / "splade")
+
+
+@pytest.fixture(scope="session")
+def sts_package(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = shared_models / "tiny-sts-crossencoder"
+    if not source.exists():
+        pytest.skip(f"needs {source}")
+    return _export(source, "text_similarity", tmp_path_factory.mktemp("pkg") / "sts")
+
+
+@pytest.fixture(scope="session")
+def sst2_package(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = shared_models / "tiny-sst2"
+    if not source.exists():
+        pytest.skip(f"needs {source}")
+    return _export(source, "text_classification", tmp_path_factory.mktemp("pkg") / "sst2")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running ``engine serve`` and how to reach it."""
+
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"ApiKey {API_KEY}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(args: list[str], log_path: Path) -> ServerProcess:
+    """Start the server and wait until ``/health`` answers; raise with its log if it does not."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), ENGINE_LOG_LEVEL="warning")
+    handle = open(log_path, "wb")  # noqa: SIM115 - the process writes to it until it is killed
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine.server_cli", "--port", str(port), *args],
+        cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
+    )
+    handle.close()
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"engine serve exited with {process.returncode}:\n{server.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/health", timeout=2.0).status_code == 200:
+                return server
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"engine serve did not become healthy in {START_TIMEOUT_S}s:\n{server.log()}")
+
+
+def stop_server(server: ServerProcess, graceful: bool = True) -> int:
+    """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=30)
+    return server.process.returncode
+
+
+@pytest.fixture(scope="session")
+def server(minilm_package: Path, splade_package: Path, sts_package: Path, sst2_package: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with four models started; small limits so the error paths are cheap to reach."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    running = start_server([
+        "--model", f"minilm={minilm_package}", "--model", f"splade={splade_package}",
+        "--model", f"sts={sts_package}", "--model", f"sst2={sst2_package}", "--default-model", "minilm", "--api-key", API_KEY,
+        "--max-body-bytes", "200000", "--max-docs-per-request", "64",
+    ], log_path)
+    try:
+        yield running
+    finally:
+        stop_server(running)

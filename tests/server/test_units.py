@@ -1,0 +1,274 @@
+"""In-process checks of the server's pure parts: Prometheus text, request parsing, auth, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+import pytest
+
+from engine.errors import InvalidInput, NotDeployed, PackageError, QueueFull, ResourceNotFound
+from engine.metrics import Counter, Gauge, Histogram, Registry
+from engine.server import api_key_matches, dialect_for
+from engine.server_cli import add_serve_parser, build_config
+from engine.server_schemas import (
+    MalformedBody,
+    build_openai_embeddings,
+    error_body,
+    parse_byte_size,
+    parse_endpoint_body,
+    parse_infer_body,
+    parse_json,
+    parse_start_params,
+    parse_tei_inputs,
+    parse_time_value,
+    rank,
+    sigmoid,
+    tei_tokenization,
+)
+from engine.server_state import ServerConfig, ServerState, matches
+
+
+def test_prometheus_text_format() -> None:
+    registry = Registry()
+    requests = registry.add(Counter("engine_requests_total", "Requests.", ("route", "status")))
+    latency = registry.add(Histogram("engine_latency_seconds", "Latency.", ("deployment",), buckets=(0.1, 1.0)))
+    registry.add(Gauge("engine_queue_depth", "Queue.", ("deployment",), lambda: [(("a\"b",), 3.0)]))
+    requests.inc("/embed", "200")
+    requests.inc("/embed", "200", amount=2)
+    latency.observe(0.05, "minilm")
+    latency.observe(0.5, "minilm")
+    latency.observe(5.0, "minilm")
+    text = registry.render()
+    assert "# TYPE engine_requests_total counter" in text
+    assert 'engine_requests_total{route="/embed",status="200"} 3' in text
+    assert 'engine_latency_seconds_bucket{deployment="minilm",le="0.1"} 1' in text
+    assert 'engine_latency_seconds_bucket{deployment="minilm",le="1"} 2' in text
+    assert 'engine_latency_seconds_bucket{deployment="minilm",le="+Inf"} 3' in text
+    assert 'engine_latency_seconds_count{deployment="minilm"} 3' in text
+    assert 'engine_latency_seconds_sum{deployment="minilm"} 5.55' in text
+    assert 'engine_queue_depth{deployment="a\\"b"} 3' in text
+    with pytest.raises(ValueError):
+        requests.inc("/embed")
+    with pytest.raises(ValueError):
+        registry.add(Counter("engine_requests_total", "again"))
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("1m", 60.0), ("-1", None),
+                                                (-1, None), ("2h", 7200.0)])
+def test_time_values(value: object, seconds: float | None) -> None:
+    assert parse_time_value(value, "timeout") == seconds
+
+
+@pytest.mark.parametrize("value", ["10", "ten s", 5, "1y"])
+def test_bad_time_values(value: object) -> None:
+    with pytest.raises(InvalidInput, match="as a time value"):
+        parse_time_value(value, "timeout")
+
+
+def test_byte_sizes() -> None:
+    assert parse_byte_size("0b", "cache_size") == 0
+    assert parse_byte_size("10mb", "cache_size") == 10 * 1024 * 1024
+    assert parse_byte_size(123, "cache_size") == 123
+    with pytest.raises(InvalidInput):
+        parse_byte_size("lots", "cache_size")
+
+
+def test_start_params_defaults_and_legacy_names() -> None:
+    params = parse_start_params("m", {"model_threads": "2", "inference_threads": "4"})
+    assert (params.deployment_id, params.number_of_allocations, params.threads_per_allocation) == ("m", 2, 4)
+    assert params.queue_capacity == 10000 and params.priority == "normal"
+    adaptive = parse_start_params("m", {"adaptive_allocations": {"enabled": True, "min_number_of_allocations": 2,
+                                                                  "max_number_of_allocations": 4}})
+    assert adaptive.number_of_allocations is None
+    assert adaptive.deployment_config()["adaptive_allocations"]["max_number_of_allocations"] == 4
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"number_of_allocations": "0"}, r"\[number_of_allocations\] must be a positive integer"),
+    ({"threads_per_allocation": "3"}, r"must be a power of 2 less than or equal to 32"),
+    ({"threads_per_allocation": "64"}, r"must be a power of 2 less than or equal to 32"),
+    ({"queue_capacity": "100000"}, r"\[queue_capacity\] must be less than 100000"),
+    ({"queue_capacity": "0"}, r"\[queue_capacity\] must be a positive integer"),
+    ({"priority": "low", "number_of_allocations": "2"}, r"must be 1 when \[priority\] is low"),
+    ({"priority": "urgent"}, r"\[priority\] must be one of"),
+    ({"timeout": "soon"}, r"as a time value"),
+    ({"wait_for": "never"}, r"\[wait_for\]"),
+    ({"deployment_id": "Bad Id"}, r"Invalid deployment_id"),
+    ({"bogus": "1"}, r"unrecognized parameters: \['bogus'\]"),
+    ({"number_of_allocations": "2", "adaptive_allocations": {"enabled": True}},
+     r"cannot be set if adaptive allocations is enabled"),
+    ({"adaptive_allocations": {"enabled": True, "min_number_of_allocations": 3, "max_number_of_allocations": 2}},
+     r"\[max_number_of_allocations\] must be greater than or equal to \[min_number_of_allocations\]"),
+    ({"adaptive_allocations": {"enabled": True, "max_number_of_allocations": 0}},
+     r"\[max_number_of_allocations\] must be a positive integer"),
+])
+def test_start_params_are_validated_like_elasticsearch(params: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_start_params("m", params)
+
+
+def test_infer_body_messages() -> None:
+    assert parse_infer_body({"docs": [{"text_field": "a"}, {"text_field": "b"}]}, 10) == (["a", "b"], None)
+    with pytest.raises(InvalidInput, match=r"Input field \[text_field\] does not exist in the source document"):
+        parse_infer_body({"docs": [{"text": "a"}]}, 10)
+    with pytest.raises(InvalidInput, match=r"Input value \[3\] for field \[text_field\] must be a string"):
+        parse_infer_body({"docs": [{"text_field": 3}]}, 10)
+    with pytest.raises(InvalidInput, match="at most \\[1\\] per request"):
+        parse_infer_body({"docs": [{"text_field": "a"}, {"text_field": "b"}]}, 1)
+    with pytest.raises(MalformedBody):
+        parse_infer_body(["not", "an", "object"], 10)
+
+
+def test_malformed_json_is_a_400_class() -> None:
+    with pytest.raises(MalformedBody) as caught:
+        parse_json(b"{not json")
+    assert caught.value.status == 400
+    assert parse_json(b"  ", required=False) is None
+    with pytest.raises(MalformedBody, match="request body is required"):
+        parse_json(b"")
+
+
+def test_error_bodies_in_each_dialect() -> None:
+    error = QueueFull("inference process queue is full. Unable to execute command")
+    es = error_body("es", error)
+    assert es["status"] == 429
+    assert es["error"]["type"] == "es_rejected_execution_exception"
+    assert es["error"]["root_cause"][0]["reason"] == error.message
+    assert error_body("tei", error) == {"error": error.message, "error_type": "Overloaded"}
+    assert error_body("openai", NotDeployed("x"))["error"]["type"] == "conflict_error"
+    assert error_body("openai", ResourceNotFound("x"))["error"]["code"] == 404
+    assert [dialect_for(p) for p in ("/_ml/x", "/", "/v1/embeddings", "/embed")] == ["es", "es", "openai", "tei"]
+
+
+def test_api_key_forms() -> None:
+    assert api_key_matches("ApiKey secret", "secret")
+    assert api_key_matches("Bearer secret", "secret")
+    encoded = base64.b64encode(b"key-id:secret").decode()
+    assert api_key_matches(f"ApiKey {encoded}", "secret")
+    assert not api_key_matches("ApiKey wrong", "secret")
+    assert not api_key_matches("Basic secret", "secret")
+    assert not api_key_matches("", "secret")
+
+
+def test_tei_inputs_and_truncation() -> None:
+    assert parse_tei_inputs("a", 4) == (["a"], True)
+    assert parse_tei_inputs(["a", "b"], 4) == (["a", "b"], False)
+    with pytest.raises(InvalidInput):
+        parse_tei_inputs([], 4)
+    with pytest.raises(InvalidInput):
+        parse_tei_inputs(["a", 1], 4)
+    assert tei_tokenization({}, True) == {"tokenization": {"truncate": "first"}}
+    assert tei_tokenization({"truncate": False}, True) == {"tokenization": {"truncate": "none"}}
+    with pytest.raises(InvalidInput, match="truncation_direction"):
+        tei_tokenization({"truncation_direction": "Left"}, True)
+
+
+def test_rank_sorts_descending_and_cuts() -> None:
+    results = [{"predicted_value": 0.5}, {"predicted_value": 2.0}, {"predicted_value": -1.0}]
+    ranked = rank(results, ["a", "b", "c"], 2, True, "relevance_score", "text")
+    assert ranked == [{"index": 1, "text": "b", "relevance_score": 2.0}, {"index": 0, "text": "a",
+                                                                         "relevance_score": 0.5}]
+    tei = rank(results, ["a", "b", "c"], None, False, "score", "text", transform=sigmoid)
+    assert [item["index"] for item in tei] == [1, 0, 2]
+    assert tei[0]["score"] == pytest.approx(1 / (1 + 2.718281828459045 ** -2.0))
+
+
+def test_openai_base64_is_little_endian_float32() -> None:
+    answer = build_openai_embeddings([[1.0, -0.5]], "m", "base64", [3])
+    raw = base64.b64decode(answer["data"][0]["embedding"])
+    assert struct.unpack("<2f", raw) == (1.0, -0.5)
+    assert answer["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
+
+
+def test_inference_endpoint_settings() -> None:
+    settings, task, start, _ = parse_endpoint_body(
+        "rerank", "my-rerank", {"service": "elasticsearch", "service_settings": {
+            "model_id": "sts", "num_allocations": 1, "num_threads": 1}, "task_settings": {"return_documents": False}},
+        1, 100)
+    assert start is not None and start.deployment_id == "my-rerank"
+    assert task == {"return_documents": False} and settings["model_id"] == "sts"
+    with pytest.raises(InvalidInput, match="num_threads"):
+        parse_endpoint_body("text_embedding", "e", {"service": "elasticsearch", "service_settings": {
+            "model_id": "m", "num_allocations": 1}}, 1, 100)
+    with pytest.raises(InvalidInput, match="Unknown service"):
+        parse_endpoint_body("text_embedding", "e", {"service": "openai", "service_settings": {}}, 1, 100)
+    with pytest.raises(InvalidInput, match="Unknown task_type"):
+        parse_endpoint_body("completion", "e", {}, 1, 100)
+
+
+def test_id_expressions() -> None:
+    assert matches("_all", "x") and matches("a*", "abc") and matches("x,y", "y")
+    assert not matches("a*", "bcd")
+
+
+def test_config_precedence(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "server.json"
+    config.write_text(json.dumps({"port": 9300, "models": {"a": "/pkg/a"}, "max_docs_per_request": 5}))
+    monkeypatch.setenv("ENGINE_PORT", "9400")
+    monkeypatch.setenv("ENGINE_API_KEY", "from-env")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers(dest="command")
+    add_serve_parser(subparsers)
+    args = parser.parse_args(["serve", "--config", str(config), "--model", "b=/pkg/b", "--max-docs-per-request",
+                              "7", "--no-auto-truncate"])
+    built = build_config(args)
+    assert built.port == 9400 and built.api_key == "from-env" and built.max_docs_per_request == 7
+    assert built.models == {"a": "/pkg/a", "b": "/pkg/b"} and built.auto_truncate is False
+    assert built.host == "127.0.0.1"
+    assert callable(args.handler)
+    with pytest.raises(InvalidInput, match="unknown server settings"):
+        ServerConfig.from_mapping({"prot": 1})
+
+
+def test_unknown_model_and_not_deployed(tmp_path) -> None:
+    state = ServerState(ServerConfig())
+    with pytest.raises(ResourceNotFound, match=r"Could not find trained model \[nope\]"):
+        state.resolve("nope")
+    with pytest.raises(NotDeployed):
+        state.default_deployment(None, ("text_embedding",))
+
+
+def test_engine_serve_verb_reports_bad_models(tmp_path, capsys) -> None:
+    from engine.cli import main
+
+    assert main(["serve", "--model", "no-equals-sign", "--port", "0"]) == InvalidInput.exit_code
+    assert "--model takes ID=PACKAGE" in capsys.readouterr().err
+    missing = tmp_path / "missing"
+    assert main(["serve", "--model", f"m={missing}", "--port", "0", "--no-access-log"]) == PackageError.exit_code
+    assert "is not a model package" in capsys.readouterr().err
+
+
+def test_boot_starts_the_configured_deployments(splade_package) -> None:
+    from engine.server_schemas import parse_start_params as parse
+
+    config = ServerConfig(models={"splade": str(splade_package)},
+                          deployments=[{"model_id": "splade", "deployment_id": "splade-a", "queue_capacity": 5}])
+    state = ServerState(config)
+    state.boot(lambda model_id, settings: parse(model_id, settings))
+    try:
+        (entry,) = state.deployments()
+        assert entry.deployment_id == "splade-a" and entry.deployment.stats()["queue_capacity"] == 5
+        assert state.resolve("splade") is entry and state.default_deployment(None, ("text_expansion",)) is entry
+        with pytest.raises(InvalidInput, match="existing deployment with the same id"):
+            state.start_deployment("splade", parse("splade", {"deployment_id": "splade-a"}))
+    finally:
+        state.shutdown()
+    assert state.deployments() == [] and entry.deployment.state == "stopped"
+
+
+def test_bench_results_section_is_replaced_in_place(tmp_path) -> None:
+    from bench.bench_server import percentile, write_section
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Throughput\n\nkept\n\n## Server\n\nold\n\n## Kernels\n\nkept too\n")
+    write_section(results, "## Server\n\nnew numbers\n")
+    text = results.read_text()
+    assert "old" not in text and "new numbers" in text
+    assert text.index("## Throughput") < text.index("## Server") < text.index("## Kernels")
+    assert text.count("kept") == 2
+    assert percentile([float(i) for i in range(1, 201)], 0.99) == 198.0
+    assert percentile([5.0], 0.5) == 5.0
