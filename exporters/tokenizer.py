@@ -1,0 +1,197 @@
+"""The package's tokenizer: ``tokenizer.json``, the Elasticsearch tokenization block and special tokens.
+
+The engine tokenizes with Hugging Face ``tokenizers`` and applies Elasticsearch's truncation and
+windowing itself, so the saved ``tokenizer.json`` has its own truncation and padding switched off; its
+normaliser, pre-tokenizer, model and post-processor (special-token template) are kept as the model's
+authors defined them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ExportError
+from engine.manifest import TokenizationConfig
+
+# eland's ceiling on a trustworthy ``model_max_length`` (ELASTIC_REFERENCE.md §8.4); larger values are the
+# transformers "unset" sentinel (1e30) or lengths the model was never trained at.
+TOKENIZER_NAME = "tokenizer.json"
+MAX_TRUSTED_LENGTH = 8192
+BERT_DEFAULT_LENGTH = 512
+# eland's question-answering settings (SQuAD conventions, §2.3 and §8.4).
+QA_MAX_SEQUENCE_LENGTH = 386
+QA_SPAN = 128
+SPECIAL_TOKEN_ROLES = ("cls", "sep", "pad", "unk", "mask")
+REQUIRED_ROLES = ("cls", "sep", "pad", "unk")
+# Files a fast tokenizer can be built from: its own JSON, or the vocabularies transformers converts.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageTokenizer:
+    """A loaded fast tokenizer plus what the manifest says about it."""
+
+    hf_tokenizer: Any  # transformers.PreTrainedTokenizerFast; typed loosely to keep transformers lazy
+    tokenization: TokenizationConfig
+    special_tokens: dict[str, list[Any]]
+
+    def save(self, directory: Path) -> None:
+        """Write ``tokenizer.json`` with truncation and padding off."""
+        backend = self.hf_tokenizer.backend_tokenizer
+        backend.no_truncation()
+        backend.no_padding()
+        backend.save(str(directory / TOKENIZER_NAME))
+
+    def encode(self, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, Any]:
+        """Padded numpy batch with correct masks and segment ids, as the engine will feed the graph."""
+        return dict(
+            self.hf_tokenizer(
+                texts,
+                pairs,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="np",
+            )
+        )
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
+    """The source's fast tokenizer, or an ``ExportError`` when there is none to package."""
+    from transformers import AutoTokenizer
+
+    if not any(any(path.glob(pattern)) for pattern in TOKENIZER_FILES):
+        raise ExportError(
+            f"[{path}] has no tokenizer (expected tokenizer.json, vocab.txt, vocab.json with merges.txt, "
+            "or a sentencepiece .model file)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path), use_fast=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ExportError(f"cannot load the tokenizer of [{path}]: {str(error).splitlines()[0]}") from error
+    if isinstance(tokenizer, bool) or not getattr(tokenizer, "is_fast", False):
+        raise ExportError(
+            f"[{path}] has no tokenizer this engine can run (needs tokenizer.json or files transformers can "
+            "convert to one: vocab.txt, vocab.json + merges.txt, or a sentencepiece model)"
+        )
+    return tokenizer
+
+
+def _normalizer_lowercases(node: Any) -> bool:
+    if not isinstance(node, dict):
+        return False
+    if node.get("type") == "Lowercase":
+        return True
+    if node.get("type") == "BertNormalizer":
+        return bool(node.get("lowercase"))
+    return any(_normalizer_lowercases(child) for child in node.get("normalizers") or [])
+
+
+def _do_lower_case(hf_tokenizer: Any) -> bool:
+    """The tokenizer's lower-casing, from its settings or, failing that, its normaliser."""
+    value = getattr(hf_tokenizer, "do_lower_case", None)
+    if value is None:
+        value = hf_tokenizer.init_kwargs.get("do_lower_case")
+    if value is None:
+        value = _normalizer_lowercases(json.loads(hf_tokenizer.backend_tokenizer.to_str()).get("normalizer"))
+    return bool(value)
+
+
+def max_sequence_length(
+    hf_tokenizer: Any, tokenizer_type: str, override: int | None, task: str, position_limit: int | None
+) -> int:
+    """eland's rule (§8.4): an explicit value; else ``model_max_length`` when ≤ 8192; else 512 for BERT
+    tokenizers; question answering uses 386 unless the user says otherwise.
+
+    No length may exceed the model's position table (``position_limit``): rows that long would fail
+    at inference time. An explicit value over it is refused; a derived one is lowered to it.
+    """
+    if override is not None:
+        if override <= 0:
+            raise ExportError(f"[max_sequence_length] must be greater than 0; got [{override}]")
+        if position_limit is not None and override > position_limit:
+            raise ExportError(
+                f"[max_sequence_length] [{override}] exceeds the model's {position_limit} positions"
+            )
+        return override
+    length = getattr(hf_tokenizer, "model_max_length", None)
+    if task == "question_answering":
+        length = QA_MAX_SEQUENCE_LENGTH
+    elif not (isinstance(length, int) and 0 < length <= MAX_TRUSTED_LENGTH):
+        if tokenizer_type != "bert":
+            raise ExportError(
+                "cannot tell the model's maximum input length (its tokenizer sets no model_max_length); "
+                "pass --max-sequence-length"
+            )
+        length = BERT_DEFAULT_LENGTH
+    return length if position_limit is None else min(length, position_limit)
+
+
+def special_tokens(hf_tokenizer: Any, path: Path) -> dict[str, list[Any]]:
+    """``{"cls": [token, id], ...}``; Elasticsearch needs CLS, SEP, PAD and UNK (§4.2)."""
+    found: dict[str, list[Any]] = {}
+    for role in SPECIAL_TOKEN_ROLES:
+        token = getattr(hf_tokenizer, f"{role}_token", None)
+        if token is None:
+            continue
+        token_id = hf_tokenizer.convert_tokens_to_ids(str(token))
+        if token_id is None:
+            continue
+        found[role] = [str(token), int(token_id)]
+    missing = [role for role in REQUIRED_ROLES if role not in found]
+    if missing:
+        raise ExportError(f"the tokenizer of [{path}] has no {', '.join(missing)} token")
+    return found
+
+
+def tokenization_config(
+    hf_tokenizer: Any, tokenizer_type: str, task: str, max_length: int
+) -> TokenizationConfig:
+    """The Elasticsearch tokenization block, with eland's per-task rules (§8.4): QA windows with span
+    128 and no truncation; text_similarity truncates the second sequence (the document)."""
+    truncate, span = "first", -1
+    if task == "question_answering":
+        truncate, span = "none", QA_SPAN
+        if span >= max_length:
+            raise ExportError(
+                f"question answering windows overlap by {QA_SPAN} tokens, so [max_sequence_length] must be "
+                f"greater than {QA_SPAN}; got [{max_length}]"
+            )
+    elif task == "text_similarity":
+        truncate = "second"
+    lower = tokenizer_type in ("bert", "mpnet", "deberta_v2") and _do_lower_case(hf_tokenizer)
+    add_prefix_space = None
+    if tokenizer_type == "roberta":
+        add_prefix_space = bool(getattr(hf_tokenizer, "add_prefix_space", False))
+    return TokenizationConfig(
+        type=tokenizer_type,
+        do_lower_case=lower,
+        max_sequence_length=max_length,
+        truncate=truncate,
+        span=span,
+        with_special_tokens=True,
+        add_prefix_space=add_prefix_space,
+    )
+
+
+def prepare_tokenizer(
+    path: Path,
+    tokenizer_type: str,
+    task: str,
+    max_length_override: int | None,
+    trust_remote_code: bool,
+    position_limit: int | None = None,
+) -> PackageTokenizer:
+    """Load the source's tokenizer and work out everything the manifest records about it."""
+    hf_tokenizer = load_tokenizer(path, trust_remote_code)
+    length = max_sequence_length(hf_tokenizer, tokenizer_type, max_length_override, task, position_limit)
+    return PackageTokenizer(
+        hf_tokenizer=hf_tokenizer,
+        tokenization=tokenization_config(hf_tokenizer, tokenizer_type, task, length),
+        special_tokens=special_tokens(hf_tokenizer, path),
+    )
