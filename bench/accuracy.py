@@ -40,48 +40,39 @@ SHARED_MODELS = SHARED_DATA.parent / "models"
 
 # --------------------------------------------------------------------------------------------- reference
 class TorchReference:
-    """A Hugging Face model run in PyTorch fp32 on the rows a task prepared, outputs shaped like the graph's."""
+    """The Hugging Face model run in PyTorch fp32 on the rows a task prepared, outputs shaped like the graph's.
 
-    def __init__(self, model_dir: str | Path, task: str) -> None:
+    The model is wrapped by the exporter's own task wrapper (the thin keyword-argument module that
+    ``exporters`` traces, checked against transformers and sentence-transformers in tests/exporters), so
+    pooling, SPLADE max-pooling and QA heads are the same computation, in PyTorch.
+    """
+
+    def __init__(self, model_dir: str | Path, manifest: Any) -> None:
         import torch
-        import transformers
+
+        from exporters import registry
+        from exporters.loading import load_model
+        from exporters.source import resolve_source
 
         self.torch = torch
-        self.task = task
-        classes = {
-            "ner": transformers.AutoModelForTokenClassification,
-            "text_classification": transformers.AutoModelForSequenceClassification,
-            "zero_shot_classification": transformers.AutoModelForSequenceClassification,
-            "text_similarity": transformers.AutoModelForSequenceClassification,
-            "question_answering": transformers.AutoModelForQuestionAnswering,
-            "text_expansion": transformers.AutoModelForMaskedLM,
-            "fill_mask": transformers.AutoModelForMaskedLM,
-        }
-        if task == "text_embedding":
-            from sentence_transformers import SentenceTransformer
-
-            self.model = SentenceTransformer(str(model_dir), device="cpu")
-        else:
-            self.model = classes[task].from_pretrained(str(model_dir)).eval()
+        self.inputs = tuple(manifest.inputs)
+        source = resolve_source(str(model_dir), None, False, False)
+        spec = registry.architecture_spec(str(source.config.get("model_type")))
+        tower = manifest.task_options.get("tower", "query")
+        self.wrapper = load_model(source, spec, manifest.task, self.inputs, tower, False, False).wrapper
 
     def outputs(self, windows: Sequence[Any]) -> list[tuple[np.ndarray, ...]]:
         torch = self.torch
         rows = []
         with torch.inference_mode():
             for window in windows:
-                ids = torch.as_tensor(np.asarray(window.input_ids, dtype=np.int64))[None]
-                feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                         "token_type_ids": torch.as_tensor(np.asarray(window.token_type_ids, dtype=np.int64))[None]}
-                if self.task == "text_embedding":
-                    rows.append((self.model(feeds)["sentence_embedding"][0].numpy(),))
-                    continue
-                output = self.model(**feeds)
-                if self.task == "question_answering":
-                    rows.append((output.start_logits[0].numpy(), output.end_logits[0].numpy()))
-                elif self.task == "text_expansion":
-                    rows.append((torch.log1p(torch.relu(output.logits[0])).amax(dim=0).numpy(),))
-                else:
-                    rows.append((output.logits[0].numpy(),))
+                ids = np.asarray(window.input_ids, dtype=np.int64)[None]
+                feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                         "token_type_ids": np.asarray(window.token_type_ids, dtype=np.int64)[None]}
+                output = self.wrapper(*(torch.from_numpy(feeds[name]) for name in self.inputs))
+                if isinstance(output, torch.Tensor):
+                    output = (output,)
+                rows.append(tuple(tensor[0].numpy() for tensor in output))
         return rows
 
 
@@ -90,7 +81,7 @@ def reference_infer(package_dir: str | Path, model_dir: str | Path) -> Infer:
     from engine.package import load_package
 
     package = load_package(package_dir)
-    reference = TorchReference(model_dir, package.manifest.task)
+    reference = TorchReference(model_dir, package.manifest)
 
     def infer(texts: list[str], **config: Any) -> list[dict[str, Any]]:
         cfg = package.task.parse_config(package.manifest, config)

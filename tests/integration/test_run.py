@@ -59,7 +59,9 @@ def task_inputs(task: str, package: Path) -> tuple[list[str], dict[str, Any]]:
 def assert_close(actual: Any, expected: Any, path: str = "result") -> None:
     """Same structure and strings; numbers within 2e-3 (fp32 graph vs PyTorch, both fp32)."""
     if isinstance(expected, dict):
-        assert isinstance(actual, dict) and list(actual) == list(expected), f"{path}: keys {actual} vs {expected}"
+        # Key sets, not key order: random tiny models have near-tied sparse weights whose order may swap.
+        assert isinstance(actual, dict), f"{path}: {type(actual).__name__} is not a dict"
+        assert set(actual) == set(expected), f"{path}: keys differ: {sorted(set(actual) ^ set(expected))[:10]}"
         for key in expected:
             assert_close(actual[key], expected[key], f"{path}.{key}")
     elif isinstance(expected, list):
@@ -75,7 +77,10 @@ def assert_close(actual: Any, expected: Any, path: str = "result") -> None:
 def _pairs() -> list[tuple[str, str]]:
     from exporters.registry import supported_pairs
 
-    return supported_pairs()
+    # The tiny-model builders name DPR's two encoders apart; the registry knows them as one model type.
+    expanded = {"dpr": ("dpr_question", "dpr_context")}
+    return [(name, task) for architecture, task in supported_pairs()
+            for name in expanded.get(architecture, (architecture,))]
 
 
 @pytest.mark.parametrize(("architecture", "task"), _pairs())
