@@ -55,7 +55,7 @@ QUANTIZATION_METRICS = {
     "question_answering": "token_argmax",
     "text_classification": "argmax",
     "zero_shot_classification": "argmax",
-    "text_similarity": "cosine",
+    "text_similarity": "score",
     "text_embedding": "cosine",
     "text_expansion": "sparse_cosine",
     "pass_through": "cosine",
