@@ -315,7 +315,7 @@ def evaluate(name: str, limit: int | None = None) -> dict[str, Any]:
     int8 = engine.resolve_model(source, task, quantize="int8")
     row["pytorch_fp32"] = metric(reference_infer(fp32, source), limit)
     for label, package in (("engine_fp32", fp32), ("engine_int8", int8)):
-        deployment = engine.load(package, task=task, cache_size=0)
+        deployment = engine.load(package, task=task, cache_size=0, queue_capacity=100_000)
         try:
             row[label] = metric(lambda texts, **config: deployment.infer(texts, **config), limit)  # noqa: B023
         finally:

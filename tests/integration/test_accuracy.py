@@ -15,7 +15,7 @@ accuracy = pytest.importorskip("bench.accuracy")
 
 # Limits keep the suite to a few minutes on two cores; `python -m bench.accuracy` runs the full sets.
 LIMITS = {"ner": 600, "text_classification": None, "zero_shot_classification": None, "question_answering": None,
-          "text_similarity": None, "rerank": 20, "text_expansion": 20}
+          "text_similarity": None, "rerank": 20, "text_expansion": 6}
 
 
 @pytest.fixture(scope="module", autouse=True)
