@@ -71,7 +71,10 @@ REQUEST_PRIORITIES = ("high", "normal", "low")  # service order; "high" is ES's 
 DEPLOYMENT_PRIORITIES = ("normal", "low")
 MAX_THREADS_PER_ALLOCATION = 32
 MAX_QUEUE_CAPACITY = 100_000
-DEFAULT_MAX_BATCH_TOKENS = 16_384
+# Measured on all-MiniLM-L6-v2 int8, one thread, ~110-token passages (bench/RESULTS.md): 16 rows (~1.8k
+# padded tokens) ran 41 docs/s, 32 rows 36, 64 rows 34: past a few thousand tokens the activations fall out
+# of cache and throughput drops, so the budget sits at the knee rather than TEI's 16384.
+DEFAULT_MAX_BATCH_TOKENS = 2048
 LOW_PRIORITY_NICE = 19
 
 QUEUE_FULL_MESSAGE = "inference process queue is full. Unable to execute command"
@@ -107,7 +110,8 @@ class DeploymentConfig:
         pin_threads: pin every allocation's threads to its cores. Turn off when other processes share
             the cores and the OS should balance.
         grouping_window: how many queued texts behind the head the batcher may pick from to group
-            similar lengths (0: strict FIFO).
+            similar lengths (0: strict FIFO). The head always goes first, so a wide window costs no
+            text more than one batch of waiting; 256 lets one bulk request be sorted by length.
         stats_period_s: the length of a stats "minute" (tests shorten it).
         session_options: extra ONNX Runtime options, see :data:`engine.session.EXPOSED_OPTIONS`.
     """
@@ -122,7 +126,7 @@ class DeploymentConfig:
     deployment_id: str | None = None
     cpus: tuple[int, ...] | None = None
     pin_threads: bool = True
-    grouping_window: int = 32
+    grouping_window: int = 256
     stats_period_s: float = 60.0
     session_options: Mapping[str, Any] | None = None
 
