@@ -63,6 +63,14 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         action="store_false",
         help="skip ONNX Runtime's transformer fusions: standard ONNX ops only, for other runtimes or debugging",
     )
+    parser.add_argument(
+        "--accuracy-threshold",
+        type=float,
+        default=os.environ.get("ENGINE_EXPORT_ACCURACY_THRESHOLD"),
+        help="agreement with fp32 the int8 graph must reach, in (0, 1] (default 0.99: embeddings mean cosine, "
+        "classification/token argmax agreement); the guard keeps the most sensitive nodes in fp32 until it "
+        "does. Lower it to trade accuracy for speed; the measured agreement is in engine.json either way",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     parser.add_argument(
         "--trust-remote-code",
@@ -102,6 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
             allow_pickle=args.allow_pickle,
             retribert_tower=args.tower,
             revision=args.revision,
+            accuracy_threshold=None if args.accuracy_threshold is None else float(args.accuracy_threshold),
             progress=not args.quiet,
         )
     except EngineError as error:

@@ -67,6 +67,7 @@ class ExportOptions:
         allow_pickle: allow ``pytorch_model.bin`` weights (unpickling can run code).
         retribert_tower: ``query`` or ``document``: which RetriBERT tower becomes the graph.
         revision: hub revision (branch, tag or commit) for hub ids.
+        accuracy_threshold: the int8 agreement the guard must reach (None: the task's default, 0.99).
         progress: print stage lines on stderr.
     """
 
@@ -80,6 +81,7 @@ class ExportOptions:
     allow_pickle: bool = False
     retribert_tower: str = "query"
     revision: str | None = None
+    accuracy_threshold: float | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -285,6 +287,7 @@ def _quantize(
     tokenizer: PackageTokenizer,
     task: str,
     input_names: tuple[str, ...],
+    threshold: float,
     progress: _Progress,
 ) -> dict[str, Any]:
     """int8 through the quantiser's guard. When no int8 graph reaches the agreement threshold the
@@ -298,7 +301,7 @@ def _quantize(
                 graph,
                 _calibration_feeds(tokenizer, task, input_names),
                 registry.QUANTIZATION_METRICS[task],
-                registry.QUANTIZATION_THRESHOLD,
+                threshold,
                 progress=progress.enabled,
             )
         )
@@ -391,7 +394,8 @@ def _write_graph(
         fp32, optimization = raw, {"fused": False, "fusions": {}}
     optimization["opset"] = settings.opset
     if settings.quantize == "int8":
-        quantization = _quantize(fp32, graph, tokenizer, task, input_names, progress)
+        threshold = settings.accuracy_threshold or registry.QUANTIZATION_THRESHOLD
+        quantization = _quantize(fp32, graph, tokenizer, task, input_names, threshold, progress)
     else:
         copy_graph(fp32, graph)
         quantization = {"mode": "none"}
