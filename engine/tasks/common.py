@@ -153,6 +153,25 @@ def parse_tokenization(manifest: Manifest, update: Mapping[str, Any]) -> tuple[s
     return truncate, span
 
 
+def parse_common_update(
+    task: str, manifest: Manifest, config: Mapping[str, Any] | None
+) -> tuple[str, str, int]:
+    """``(results_field, truncate, span)`` for the tasks whose update takes only the common keys
+    (ner, text_embedding, text_expansion, pass_through)."""
+    update = unwrap_update(task, config)
+    check_keys(task, update, ())
+    truncate, span = parse_tokenization(manifest, update)
+    return parse_results_field(task, update), truncate, span
+
+
+def first_window(text: Any, cfg: TaskConfig, tokenizer: Tokenizer) -> tuple[str, list[Window], bool]:
+    """``(text, [first window], is_truncated)``: Elasticsearch reads only ``R[0]`` for ner, text_embedding,
+    text_expansion and pass_through, so running later windows would cost time for nothing."""
+    text = require_text(text)
+    tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
+    return text, tokenized.windows[:1], tokenized.is_truncated
+
+
 def reject_span(task: str, span: int, with_value: bool = True) -> None:
     """Tasks that cannot recombine windows refuse a span (fill_mask, ner, zero-shot, text_embedding)."""
     if span != NO_SPAN:

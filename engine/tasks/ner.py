@@ -14,14 +14,11 @@ from ..manifest import Manifest
 from .common import (
     Prepared,
     TaskConfig,
-    check_keys,
     check_row_count,
     first_output,
-    parse_results_field,
-    parse_tokenization,
+    first_window,
+    parse_common_update,
     reject_span,
-    require_text,
-    unwrap_update,
     with_truncation,
 )
 
@@ -89,14 +86,12 @@ class Ner:
     name = NAME
 
     def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> NerConfig:
-        update = unwrap_update(NAME, config)
-        check_keys(NAME, update, ())
-        truncate, span = parse_tokenization(manifest, update)
+        results_field, truncate, span = parse_common_update(NAME, manifest, config)
         reject_span(NAME, span)
         labels = tuple(manifest.labels) if manifest.labels else DEFAULT_LABELS
         kinds, entities, names = parse_labels(labels)
         return NerConfig(
-            results_field=parse_results_field(NAME, update),
+            results_field=results_field,
             truncate=truncate,
             span=span,
             labels=labels,
@@ -107,10 +102,9 @@ class Ner:
         )
 
     def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        text = require_text(text)
-        tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
         # No windowing for NER: only the first max_sequence_length tokens are analysed.
-        return Prepared(text=text, windows=tokenized.windows[:1], is_truncated=tokenized.is_truncated)
+        text, windows, is_truncated = first_window(text, cfg, tokenizer)
+        return Prepared(text=text, windows=windows, is_truncated=is_truncated)
 
     def finish(
         self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig

@@ -13,12 +13,9 @@ from ..manifest import Manifest
 from .common import (
     Prepared,
     TaskConfig,
-    check_keys,
     check_row_count,
-    parse_results_field,
-    parse_tokenization,
-    require_text,
-    unwrap_update,
+    first_window,
+    parse_common_update,
     with_truncation,
 )
 
@@ -39,18 +36,12 @@ class PassThrough:
     name = NAME
 
     def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> PassThroughConfig:
-        update = unwrap_update(NAME, config)
-        check_keys(NAME, update, ())
-        truncate, span = parse_tokenization(manifest, update)
-        return PassThroughConfig(
-            results_field=parse_results_field(NAME, update), truncate=truncate, span=span
-        )
+        results_field, truncate, span = parse_common_update(NAME, manifest, config)
+        return PassThroughConfig(results_field=results_field, truncate=truncate, span=span)
 
     def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        text = require_text(text)
-        tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
-        # Elasticsearch returns R[0] only, so later windows are not worth running.
-        return Prepared(text=text, windows=tokenized.windows[:1], is_truncated=tokenized.is_truncated)
+        text, windows, is_truncated = first_window(text, cfg, tokenizer)
+        return Prepared(text=text, windows=windows, is_truncated=is_truncated)
 
     def finish(
         self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig

@@ -13,14 +13,11 @@ from ..manifest import Manifest
 from .common import (
     Prepared,
     TaskConfig,
-    check_keys,
     check_row_count,
     first_output,
-    parse_results_field,
-    parse_tokenization,
+    first_window,
+    parse_common_update,
     reject_span,
-    require_text,
-    unwrap_update,
     with_truncation,
 )
 
@@ -43,21 +40,18 @@ class TextEmbedding:
     name = NAME
 
     def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TextEmbeddingConfig:
-        update = unwrap_update(NAME, config)
-        check_keys(NAME, update, ())
-        truncate, span = parse_tokenization(manifest, update)
+        results_field, truncate, span = parse_common_update(NAME, manifest, config)
         reject_span(NAME, span, with_value=False)
         return TextEmbeddingConfig(
-            results_field=parse_results_field(NAME, update),
+            results_field=results_field,
             truncate=truncate,
             span=span,
             embedding_size=manifest.embedding_size,
         )
 
     def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        text = require_text(text)
-        tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
-        return Prepared(text=text, windows=tokenized.windows[:1], is_truncated=tokenized.is_truncated)
+        text, windows, is_truncated = first_window(text, cfg, tokenizer)
+        return Prepared(text=text, windows=windows, is_truncated=is_truncated)
 
     def finish(
         self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig

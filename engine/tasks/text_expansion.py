@@ -18,13 +18,10 @@ from ..manifest import Manifest
 from .common import (
     Prepared,
     TaskConfig,
-    check_keys,
     check_row_count,
     first_output,
-    parse_results_field,
-    parse_tokenization,
-    require_text,
-    unwrap_update,
+    first_window,
+    parse_common_update,
     with_truncation,
 )
 
@@ -52,20 +49,13 @@ class TextExpansion:
     name = NAME
 
     def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TextExpansionConfig:
-        update = unwrap_update(NAME, config)
-        check_keys(NAME, update, ())
-        truncate, span = parse_tokenization(manifest, update)
-        return TextExpansionConfig(
-            results_field=parse_results_field(NAME, update), truncate=truncate, span=span
-        )
+        results_field, truncate, span = parse_common_update(NAME, manifest, config)
+        return TextExpansionConfig(results_field=results_field, truncate=truncate, span=span)
 
     def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> TextExpansionPrepared:
-        text = require_text(text)
-        tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
-        # Elasticsearch reads only the first row when not chunking; running later windows would
-        # cost time for nothing.
+        text, windows, is_truncated = first_window(text, cfg, tokenizer)
         return TextExpansionPrepared(
-            text=text, windows=tokenized.windows[:1], is_truncated=tokenized.is_truncated, tokenizer=tokenizer
+            text=text, windows=windows, is_truncated=is_truncated, tokenizer=tokenizer
         )
 
     def finish(
