@@ -1,7 +1,8 @@
-"""HTTP overhead of ``engine serve``: TEI-style ``/embed`` batches of 8 against the same deployment
-called in-process, same texts, same concurrency.
+"""HTTP overhead of ``engine serve``: TEI-style batches of 8 (``/embed`` for embeddings, Elasticsearch's
+``_infer`` for other tasks) against the same deployment called in-process, same texts, same concurrency.
 
-    python -m bench.bench_server [--package DIR] [--requests 200] [--concurrency 4] [--results bench/RESULTS.md]
+    python -m bench.bench_server [--package DIR] [--task ner] [--requests 200] [--concurrency 4]
+                                 [--results bench/RESULTS.md]
 
 The server runs as a subprocess on loopback; the client threads share the machine with it, so on a
 small machine the HTTP numbers include the client's own CPU use (as they would for a co-located
@@ -30,7 +31,7 @@ import httpx
 from .corpus import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION_TITLE = "## Server"
+SECTION_TITLE = "## Server"  # one section per task: "## Server: <task>"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -98,7 +99,7 @@ def free_port() -> int:
 
 
 def measure(package: Path, batches: list[list[str]], concurrency: int, threads: int,
-            rounds: int) -> dict[str, dict[str, float]]:
+            rounds: int, task: str = "text_embedding") -> dict[str, dict[str, float]]:
     """Both paths, alternating for ``rounds`` rounds so a burst of load elsewhere on the machine hits
     both alike; each path keeps its best round (the least disturbed one)."""
     import engine
@@ -112,12 +113,17 @@ def measure(package: Path, batches: list[list[str]], concurrency: int, threads: 
                           limits=httpx.Limits(max_connections=concurrency)) as client:
 
             def post(batch: list[str]) -> None:
-                response = client.post("/embed", json={"inputs": batch})
+                if task == "text_embedding":
+                    response = client.post("/embed", json={"inputs": batch})
+                else:
+                    response = client.post("/_ml/trained_models/bench/_infer",
+                                           json={"docs": [{"text_field": text} for text in batch]})
                 response.raise_for_status()
 
+            route = "/embed" if task == "text_embedding" else "_infer"
             paths: dict[str, Callable[[list[str]], Any]] = {
                 "in-process (Deployment.infer)": deployment.infer,
-                "HTTP /embed (engine serve)": post,
+                f"HTTP {route} (engine serve)": post,
             }
             for _ in range(rounds):
                 for name, call in paths.items():
@@ -133,9 +139,9 @@ def measure(package: Path, batches: list[list[str]], concurrency: int, threads: 
 
 def markdown(results: dict[str, dict[str, float]], settings: dict[str, Any]) -> str:
     lines = [
-        SECTION_TITLE,
+        f"{SECTION_TITLE}: {settings['task']}",
         "",
-        f"`python -m bench.bench_server` — {settings['model']}, TEI-style batches of {settings['batch']} texts "
+        f"`{settings['command']}` — {settings['model']}, TEI-style batches of {settings['batch']} texts "
         f"({settings['corpus']} corpus), {settings['requests']} requests from {settings['concurrency']} concurrent "
         f"clients, 1 allocation × {settings['threads']} threads, cache off, best of {settings['rounds']} alternating "
         f"rounds. CPU: {settings['cpu']} "
@@ -156,9 +162,10 @@ def markdown(results: dict[str, dict[str, float]], settings: dict[str, Any]) -> 
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the ``## Server`` section of the results file (or append it), leaving the rest alone."""
+    """Replace this task's ``## Server: <task>`` section of the results file (or append it)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.S | re.M)
+    title = section.split("\n", 1)[0]
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text)
     else:
@@ -176,7 +183,8 @@ def cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", type=Path,
-                        help="text_embedding model package; default: all-MiniLM-L6-v2 exported (int8) and cached")
+                        help="model package; default: all-MiniLM-L6-v2 exported (int8) and cached")
+    parser.add_argument("--task", default="text_embedding", help="the package's task (default text_embedding)")
     parser.add_argument("--corpus", default="sts", help="named corpus or text file (see bench/corpus.py)")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per path")
     parser.add_argument("--batch", type=int, default=8, help="texts per request (TEI's ORT batch size is 8)")
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.api import resolve_model
 
-    package = arguments.package or resolve_model(None, "text_embedding")
+    package = arguments.package or resolve_model(None, arguments.task)
     label = Path(package).name if arguments.package else "all-MiniLM-L6-v2 (the default package, int8)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = arguments.threads or 1 << (min(cores, 32).bit_length() - 1)
@@ -200,13 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     batches = [[texts[(i * arguments.batch + k) % len(texts)] for k in range(arguments.batch)]
                for i in range(arguments.requests)]
     settings = {
-        "model": label, "batch": arguments.batch, "corpus": arguments.corpus,
+        "model": label, "task": arguments.task, "command": " ".join(["python -m bench.bench_server", *sys.argv[1:]]),
+        "batch": arguments.batch, "corpus": arguments.corpus,
         "requests": arguments.requests, "concurrency": arguments.concurrency, "threads": threads,
         "rounds": arguments.rounds,
         "cpu": cpu_model(), "cpus": cores,
         "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
     }
-    results = measure(Path(package), batches, arguments.concurrency, threads, arguments.rounds)
+    results = measure(Path(package), batches, arguments.concurrency, threads, arguments.rounds, arguments.task)
     section = markdown(results, settings)
     print(section)
     if arguments.results:

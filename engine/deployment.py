@@ -109,6 +109,9 @@ class DeploymentConfig:
         cpus: the CPUs the deployment may use (0-based ids); None: ``os.sched_getaffinity(0)``.
         pin_threads: pin every allocation's threads to its cores. Turn off when other processes share
             the cores and the OS should balance.
+        max_batch_rows: the most rows in one batch. With several allocations and short texts a token
+            budget alone lets one worker swallow the whole queue while the others idle; 32 rows keeps
+            every allocation fed (measured: NER on CoNLL sentences, 2 × 1, bench/RESULTS.md).
         grouping_window: how many queued texts behind the head the batcher may pick from to group
             similar lengths (0: strict FIFO). The head always goes first, so a wide window costs no
             text more than one batch of waiting; 256 lets one bulk request be sorted by length.
@@ -126,6 +129,7 @@ class DeploymentConfig:
     deployment_id: str | None = None
     cpus: tuple[int, ...] | None = None
     pin_threads: bool = True
+    max_batch_rows: int = 32
     grouping_window: int = 256
     stats_period_s: float = 60.0
     session_options: Mapping[str, Any] | None = None
@@ -160,6 +164,8 @@ class DeploymentConfig:
             parse_byte_size(self.cache_size)
         if not _is_int(self.max_batch_tokens) or self.max_batch_tokens < 1:
             raise InvalidInput(f"[max_batch_tokens] must be a positive integer, got [{self.max_batch_tokens}]")
+        if not _is_int(self.max_batch_rows) or self.max_batch_rows < 1:
+            raise InvalidInput(f"[max_batch_rows] must be a positive integer, got [{self.max_batch_rows}]")
         if not _is_int(self.grouping_window) or self.grouping_window < 0:
             raise InvalidInput(f"[grouping_window] must be a non-negative integer, got [{self.grouping_window}]")
         if not isinstance(self.stats_period_s, (int, float)) or self.stats_period_s <= 0:
@@ -239,13 +245,16 @@ class RequestQueue:
     Capacity counts live texts (queued, not settled), one per text as Elasticsearch does. Within a
     priority the order is FIFO. A batch starts with the head text (its rows, as many as fit the
     budget, at least one), then adds whole texts from the next ``grouping_window`` of the same
-    priority, closest in length first, while ``longest row × rows`` stays within ``max_batch_tokens``.
+    priority, closest in length first, while ``longest row × rows`` stays within ``max_batch_tokens``
+    and the rows within ``max_batch_rows``.
     A head text too big for one batch is split: its remaining rows stay at the head.
     """
 
-    def __init__(self, capacity: int, max_batch_tokens: int, grouping_window: int) -> None:
+    def __init__(self, capacity: int, max_batch_tokens: int, grouping_window: int,
+                 max_batch_rows: int = 32) -> None:
         self.capacity = capacity
         self.max_batch_tokens = max_batch_tokens
+        self.max_batch_rows = max_batch_rows
         self.grouping_window = grouping_window
         self.live = 0
         self._levels: tuple[collections.deque[_Entry], ...] = tuple(
@@ -284,7 +293,7 @@ class RequestQueue:
         longest = 0
         for row in range(head.next_row, head.n_rows):
             wider = max(longest, head.lengths[row])
-            if rows and wider * (len(rows) + 1) > budget:
+            if rows and (wider * (len(rows) + 1) > budget or len(rows) >= self.max_batch_rows):
                 break
             longest = wider
             rows.append((head, row))
@@ -302,7 +311,7 @@ class RequestQueue:
         nearby.sort(key=lambda item: (item[0], item[1]))
         for _, _, entry in nearby:
             wider = max(longest, entry.longest)
-            if wider * (len(rows) + entry.n_rows) > budget:
+            if wider * (len(rows) + entry.n_rows) > budget or len(rows) + entry.n_rows > self.max_batch_rows:
                 continue
             longest = wider
             rows.extend((entry, row) for row in range(entry.n_rows))
@@ -370,7 +379,8 @@ class Deployment:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._cond = threading.Condition()
         self._scale_lock = threading.Lock()
-        self._queue = RequestQueue(config.queue_capacity, config.max_batch_tokens, config.grouping_window)
+        self._queue = RequestQueue(config.queue_capacity, config.max_batch_tokens, config.grouping_window,
+                                   config.max_batch_rows)
         self._stats = DeploymentStats(config.stats_period_s)
         self._pending_texts = 0
         self._pending_requests: set[_Request] = set()

@@ -479,6 +479,18 @@ def test_batcher_groups_similar_lengths_within_the_token_budget() -> None:
     assert queue.take_batch() == [] and queue.live == 0
 
 
+def test_batcher_caps_rows_so_other_allocations_get_work() -> None:
+    queue = RequestQueue(capacity=20, max_batch_tokens=10_000, grouping_window=32, max_batch_rows=4)
+    request = _Request(10, None)
+    entries = [
+        _Entry(request, index, [Window(np.zeros(5, np.int64), np.zeros(5, np.int64))], 1, None)
+        for index in range(10)
+    ]
+    assert queue.offer(entries)
+    sizes = [len(queue.take_batch()) for _ in range(4)]
+    assert sizes == [4, 4, 2, 0]
+
+
 def test_batcher_splits_an_oversize_head_and_never_mixes_priorities() -> None:
     queue = RequestQueue(capacity=10, max_batch_tokens=25, grouping_window=8)
     request = _Request(3, None)
