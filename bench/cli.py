@@ -87,7 +87,7 @@ def run_bench(args: argparse.Namespace) -> int:
             rows.append(run_child(kind, source, args.task, args.corpus, args.limit, args.repeats, task_config))
     meta = {"task": args.task, "model": package, "corpus": args.corpus, "texts": len(texts),
             "repeats": args.repeats, "machine": machine_info(), "seconds": round(time.time() - started, 1),
-            "command": " ".join(["engine", *sys.argv[1:]])}
+            "command": " ".join(["engine", "bench", *(arg for arg in sys.argv[1:] if arg != "bench")])}
     for path in write_reports(Path(args.out), meta, rows):
         print(f"wrote {path}", file=sys.stderr)
     print((Path(args.out) / "bench.md").read_text())
