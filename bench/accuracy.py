@@ -274,11 +274,38 @@ def splade_ndcg(infer: Infer, limit: int | None = None) -> float:
     return float(np.mean(scores))
 
 
-def agreement(first: list[dict[str, Any]], second: list[dict[str, Any]], key: str = "predicted_value") -> float:
-    """Share of identical predictions (labels, entities, answers) between two runs over the same inputs."""
-    same = [a.get(key) == b.get(key) and a.get("entities") == b.get("entities") if "entities" in a
-            else a.get(key) == b.get(key) for a, b in zip(first, second, strict=True)]
+def same_prediction(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two results predict the same thing: labels, answers and entity spans equal; scores within
+    1e-3; sparse vectors with the same top-10 terms; dense vectors with cosine ≥ 0.999."""
+    a, b = first.get("predicted_value"), second.get("predicted_value")
+    if "entities" in first:
+        spans = [{(e["start_pos"], e["end_pos"], e["class_name"]) for e in r["entities"]} for r in (first, second)]
+        return spans[0] == spans[1]
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-3)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(list(a)[:10]) == set(list(b)[:10])
+    if isinstance(a, list) and isinstance(b, list):
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) or 1.0)) >= 0.999
+    return a == b
+
+
+def agreement(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> float:
+    """Share of inputs on which two runs over the same inputs make the same prediction."""
+    same = [same_prediction(a, b) for a, b in zip(first, second, strict=True)]
     return float(np.mean(same)) if same else 1.0
+
+
+def recording(infer: Infer, sink: list[dict[str, Any]]) -> Infer:
+    """``infer`` that also appends every result to ``sink`` (the metrics call it in a fixed order)."""
+
+    def call(texts: list[str], **config: Any) -> list[dict[str, Any]]:
+        results = infer(texts, **config)
+        sink.extend(results)
+        return results
+
+    return call
 
 
 # Each evaluation: (task, model folder or None for a PyPI model, metric function, tolerance for int8).
@@ -313,13 +340,16 @@ def evaluate(name: str, limit: int | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"evaluation": name, "task": task, "model": model, "tolerance": tolerance}
     fp32 = engine.resolve_model(source, task, quantize="none")
     int8 = engine.resolve_model(source, task, quantize="int8")
-    row["pytorch_fp32"] = metric(reference_infer(fp32, source), limit)
+    predictions: dict[str, list[dict[str, Any]]] = {"pytorch_fp32": [], "engine_fp32": [], "engine_int8": []}
+    row["pytorch_fp32"] = metric(recording(reference_infer(fp32, source), predictions["pytorch_fp32"]), limit)
     for label, package in (("engine_fp32", fp32), ("engine_int8", int8)):
         deployment = engine.load(package, task=task, cache_size=0, queue_capacity=100_000)
         try:
-            row[label] = metric(lambda texts, **config: deployment.infer(texts, **config), limit)  # noqa: B023
+            row[label] = metric(recording(deployment.infer, predictions[label]), limit)
         finally:
             deployment.stop()
+    row["fp32_agreement"] = agreement(predictions["pytorch_fp32"], predictions["engine_fp32"])
+    row["int8_agreement"] = agreement(predictions["pytorch_fp32"], predictions["engine_int8"])
     return row
 
 
@@ -328,13 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(EVALUATIONS), help="comma list of evaluations")
     parser.add_argument("--limit", type=int, default=None, help="examples (or queries) per evaluation")
     args = parser.parse_args(argv)
-    print("| evaluation | model | PyTorch fp32 | engine fp32 | engine int8 | int8 − PyTorch | allowed |")
-    print("|---|---|---|---|---|---|---|")
+    print("| evaluation | model | PyTorch fp32 | engine fp32 | engine int8 | int8 − PyTorch | allowed | "
+          "fp32 same predictions | int8 same predictions |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.tasks.split(","):
         row = evaluate(name, args.limit)
         print(f"| {name} | {row['model']} | {row['pytorch_fp32']:.4f} | {row['engine_fp32']:.4f} | "
               f"{row['engine_int8']:.4f} | {row['engine_int8'] - row['pytorch_fp32']:+.4f} | "
-              f"−{row['tolerance']} |", flush=True)
+              f"−{row['tolerance']} | {row['fp32_agreement']:.2%} | {row['int8_agreement']:.2%} |", flush=True)
     return 0
 
 
