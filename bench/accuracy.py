@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import SHARED_DATA
+from .corpus import SHARED_DATA, conll_sentences
 
 Infer = Callable[..., list[dict[str, Any]]]
 SHARED_MODELS = SHARED_DATA.parent / "models"
@@ -95,23 +95,6 @@ def reference_infer(package_dir: str | Path, model_dir: str | Path) -> Infer:
 
 
 # ------------------------------------------------------------------------------------------------- data
-def conll_sentences(limit: int | None = None) -> list[tuple[list[str], list[str]]]:
-    sentences, tokens, tags = [], [], []
-    with open(SHARED_DATA / "ner" / "conll2003_test_a.txt", encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if not parts or parts[0] == "-DOCSTART-":
-                if tokens:
-                    sentences.append((tokens, tags))
-                tokens, tags = [], []
-                continue
-            tokens.append(parts[0])
-            tags.append(parts[-1])
-    if tokens:
-        sentences.append((tokens, tags))
-    return sentences[:limit] if limit else sentences
-
-
 def gold_entities(tokens: list[str], tags: list[str]) -> set[tuple[int, int, str]]:
     """IOB2 tags → (start, end, type) character spans in ``" ".join(tokens)``."""
     spans, position, current = set(), 0, None

@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any
 
-from .accuracy import conll_sentences, model_dir, sst2_rows
-from .corpus import load_corpus
+from .accuracy import model_dir, sst2_rows
+from .corpus import conll_sentences, load_corpus
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("fill_mask", "splade", {}),

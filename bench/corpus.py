@@ -24,20 +24,26 @@ def _dbpedia_passages(min_words: int, max_words: int) -> list[str]:
     return texts
 
 
-def _conll_sentences() -> list[str]:
-    sentences, words = [], []
+def conll_sentences(limit: int | None = None) -> list[tuple[list[str], list[str]]]:
+    """CoNLL-2003 test sentences as (tokens, IOB2 tags); the NER corpus and the NER accuracy both read it."""
+    sentences, tokens, tags = [], [], []
     with open(SHARED_DATA / "ner" / "conll2003_test_a.txt", encoding="utf-8") as handle:
         for line in handle:
             parts = line.split()
             if not parts or parts[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(" ".join(words))
-                words = []
+                if tokens:
+                    sentences.append((tokens, tags))
+                tokens, tags = [], []
                 continue
-            words.append(parts[0])
-    if words:
-        sentences.append(" ".join(words))
-    return [sentence for sentence in sentences if len(sentence.split()) >= 3]
+            tokens.append(parts[0])
+            tags.append(parts[-1])
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences[:limit] if limit else sentences
+
+
+def _conll_texts() -> list[str]:
+    return [" ".join(tokens) for tokens, _ in conll_sentences() if len(tokens) >= 3]
 
 
 def _sts_sentences() -> list[str]:
@@ -53,7 +59,7 @@ def _sts_sentences() -> list[str]:
 CORPORA = {
     "passages": lambda: _dbpedia_passages(80, 100),
     "dbpedia": lambda: _dbpedia_passages(1, 10_000),
-    "conll": _conll_sentences,
+    "conll": _conll_texts,
     "sts": _sts_sentences,
 }
 
