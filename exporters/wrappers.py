@@ -13,6 +13,7 @@ RetriBERT's projection, and question answering's start/end split.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +22,10 @@ POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len")
 
 
 class GraphWrapper(nn.Module):
-    """Base class: maps positional graph inputs to the model's keyword arguments."""
+    """Base class: maps positional graph inputs to the model's keyword arguments, runs the model once and
+    hands its output to :meth:`read`, which subclasses define to pick (and post-process) the graph output.
+    Wrappers that do not run the whole model with these inputs (BART classification, RetriBERT towers)
+    override ``forward`` instead."""
 
     def __init__(self, model: nn.Module, input_names: Sequence[str]) -> None:
         super().__init__()
@@ -36,17 +40,25 @@ class GraphWrapper(nn.Module):
             inputs["token_type_ids"] = token_type_ids
         return inputs
 
-
-class LogitsOutput(GraphWrapper):
-    """``logits`` of a masked-LM, token- or sequence-classification head."""
-
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.read(
+            self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)), attention_mask
+        )
+
+    def read(self, output: Any, attention_mask: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        raise NotImplementedError(f"{type(self).__name__} must define read() or override forward()")
+
+
+class LogitsOutput(GraphWrapper):
+    """``logits`` of a masked-LM, token- or sequence-classification head."""
+
+    def read(self, output: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        return output.logits
 
 
 class BartSequenceClassification(GraphWrapper):
@@ -77,13 +89,7 @@ class BartSequenceClassification(GraphWrapper):
 class QuestionAnsweringOutput(GraphWrapper):
     """Start and end logits ``[batch, seq]`` each (eland stacks them; two named outputs say more)."""
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids))
+    def read(self, output: Any, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return output.start_logits, output.end_logits
 
 
@@ -94,13 +100,8 @@ class SparseExpansion(GraphWrapper):
     padded row can never win over a real token (and an all-zero column stays 0, as SPLADE defines it).
     """
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits
+    def read(self, output: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = output.logits
         weights = torch.log1p(torch.relu(logits)) * attention_mask.unsqueeze(-1).to(logits.dtype)
         return torch.max(weights, dim=1).values
 
@@ -108,25 +109,15 @@ class SparseExpansion(GraphWrapper):
 class LastHiddenState(GraphWrapper):
     """The encoder's last hidden state ``[batch, seq, hidden]`` (pass_through)."""
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
+    def read(self, output: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        return output.last_hidden_state
 
 
 class PooledOutput(GraphWrapper):
     """A DPR encoder's ``pooler_output`` (the CLS vector, projected when the checkpoint has a projection)."""
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).pooler_output
+    def read(self, output: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        return output.pooler_output
 
 
 class RetriBertTower(GraphWrapper):
@@ -173,13 +164,8 @@ class SentenceEmbedding(GraphWrapper):
         self.dense = nn.Sequential(*dense)
         self.normalize = normalize
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        hidden = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
+    def read(self, output: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = output.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = []
         for mode in self.pooling:
