@@ -67,7 +67,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--accuracy-threshold",
         type=float,
         default=os.environ.get("ENGINE_EXPORT_ACCURACY_THRESHOLD"),
-        help="agreement with fp32 the int8 graph must reach, in (0, 1] (default 0.99: embeddings mean cosine, "
+        help="agreement with fp32 the int8 graph must reach, in [0, 1] (default 0.99: embeddings mean cosine, "
         "classification/token argmax agreement); the guard keeps the most sensitive nodes in fp32 until it "
         "does. Lower it to trade accuracy for speed; the measured agreement is in engine.json either way",
     )

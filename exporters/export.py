@@ -67,7 +67,8 @@ class ExportOptions:
         allow_pickle: allow ``pytorch_model.bin`` weights (unpickling can run code).
         retribert_tower: ``query`` or ``document``: which RetriBERT tower becomes the graph.
         revision: hub revision (branch, tag or commit) for hub ids.
-        accuracy_threshold: the int8 agreement the guard must reach (None: the task's default, 0.99).
+        accuracy_threshold: the mean int8 agreement the guard must reach, in [0, 1] (None: the
+            default, 0.99). An explicit value is used as given: 0 accepts any int8 graph.
         progress: print stage lines on stderr.
     """
 
@@ -93,6 +94,10 @@ class ExportOptions:
             )
         if self.retribert_tower not in RETRIBERT_TOWERS:
             raise ExportError(f"[tower] must be one of {RETRIBERT_TOWERS}; got [{self.retribert_tower}]")
+        if self.accuracy_threshold is not None and not 0.0 <= self.accuracy_threshold <= 1.0:
+            raise ExportError(
+                f"[accuracy_threshold] must be between 0 and 1 (an agreement share); got [{self.accuracy_threshold}]"
+            )
         if self.task is not None and self.task not in registry.ALL_TASKS:
             raise ExportError(
                 f"unknown task [{self.task}]; expected one of {', '.join(sorted(registry.ALL_TASKS))}"
@@ -394,7 +399,9 @@ def _write_graph(
         fp32, optimization = raw, {"fused": False, "fusions": {}}
     optimization["opset"] = settings.opset
     if settings.quantize == "int8":
-        threshold = settings.accuracy_threshold or registry.QUANTIZATION_THRESHOLD
+        threshold = settings.accuracy_threshold
+        if threshold is None:
+            threshold = registry.QUANTIZATION_THRESHOLD
         quantization = _quantize(fp32, graph, tokenizer, task, input_names, threshold, progress)
     else:
         copy_graph(fp32, graph)

@@ -118,7 +118,7 @@ def quantize_with_guard(
         decides whether to ship it.
 
     Raises:
-        ExportError: unknown metric, threshold outside (0, 1], no feeds, feeds without
+        ExportError: unknown metric, threshold outside [0, 1], no feeds, feeds without
             ``attention_mask``, or a missing fp32 graph.
     """
     _check_arguments(fp32, feeds, metric, threshold)
@@ -168,8 +168,8 @@ def quantize_with_guard(
 def _check_arguments(fp32: Path, feeds: list[dict[str, np.ndarray]], metric: str, threshold: float) -> None:
     if metric not in METRICS:
         raise ExportError(f"unknown quantization metric [{metric}]; expected one of {METRICS}")
-    if not 0.0 < threshold <= 1.0:
-        raise ExportError(f"quantization threshold must be in (0, 1], got [{threshold}]")
+    if not 0.0 <= threshold <= 1.0:
+        raise ExportError(f"quantization threshold must be in [0, 1], got [{threshold}]")
     if not feeds:
         raise ExportError("quantization needs at least one calibration batch")
     if any("attention_mask" not in feed for feed in feeds):

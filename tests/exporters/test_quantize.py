@@ -201,3 +201,30 @@ def test_guard_brings_mpnet_to_the_threshold(tmp_path: Path) -> None:
     assert cosines.mean() >= 0.99
     held_out = sentence_feeds(source / "tokenizer.json", calibration_sentences()[CALIBRATION:])
     assert _row_cosines(_embed(fp32, held_out), _embed(dst, held_out)).mean() >= 0.985
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.mark.parametrize("threshold", [-0.01, 1.01, float("nan")])
+def test_out_of_range_accuracy_threshold_is_refused(threshold: float) -> None:
+    from exporters.export import ExportOptions
+
+    with pytest.raises(ExportError, match=r"\[accuracy_threshold\] must be between 0 and 1"):
+        ExportOptions(accuracy_threshold=threshold)
+
+
+def test_accuracy_threshold_zero_is_used_as_given(tiny_root: Path, tmp_path: Path) -> None:
+    """0 is a value, not "unset": the guard gets 0 and accepts the fully quantised graph."""
+    from engine.manifest import read_manifest
+    from exporters import export
+    from tests.tiny_models import build_tiny_model
+
+    source = build_tiny_model("bert", "ner", tiny_root)
+    package = export(source, tmp_path / "pkg", quantize="int8", accuracy_threshold=0.0, progress=False)
+    quantization = read_manifest(package).quantization
+    assert quantization["mode"] == "int8"
+    assert quantization["agreement"]["threshold"] == 0.0
+    assert quantization["kept_fp32"] == []
