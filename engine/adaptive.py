@@ -55,12 +55,14 @@ class AdaptiveAllocations:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InvalidInput(f"[{name}] must be an integer, got [{value!r}]")
-        if self.min_number_of_allocations is not None and self.min_number_of_allocations < 1:
+        if self.min_number_of_allocations is not None and self.min_number_of_allocations < 0:
+            raise InvalidInput("[min_number_of_allocations] must be a non-negative integer or null")
+        if self.min_number_of_allocations == 0:
             raise InvalidInput(
                 "[min_number_of_allocations] must be at least 1: this engine does not scale a deployment to zero"
             )
         if self.max_number_of_allocations is not None and self.max_number_of_allocations < 1:
-            raise InvalidInput("[max_number_of_allocations] must be greater than or equal to 1")
+            raise InvalidInput("[max_number_of_allocations] must be a positive integer or null")
         if self.minimum > self.maximum:
             raise InvalidInput("[min_number_of_allocations] must not be larger than [max_number_of_allocations]")
         for name in ("evaluation_interval_s", "scale_up_cooldown_s", "scale_down_cooldown_s"):

@@ -12,7 +12,6 @@ bytes of the stored arrays plus a fixed per-entry overhead. Errors are never cac
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -20,34 +19,12 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from .batch import Row
-from .errors import InvalidInput
 
 # Python objects around each entry (key tuple, list, tuples, array headers): a rough constant so a
 # cache of many tiny outputs still respects its bound.
 ENTRY_OVERHEAD_BYTES = 512
 
-_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?b)\s*$", re.IGNORECASE)
-
 Outputs = list[tuple[np.ndarray, ...]]
-
-
-def parse_byte_size(value: int | str) -> int:
-    """Bytes from an int or an Elasticsearch byte-size string (``"0b"``, ``"512kb"``, ``"1.5gb"``).
-
-    Raises:
-        InvalidInput: a negative number or a string that is not a byte size.
-    """
-    if isinstance(value, bool):
-        raise InvalidInput(f"[cache_size] must be a byte size, got [{value}]")
-    if isinstance(value, int):
-        if value < 0:
-            raise InvalidInput(f"[cache_size] must be non-negative, got [{value}]")
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise InvalidInput(f"failed to parse [cache_size] value [{value}] as a size in bytes")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def cache_key(windows: Sequence[Row], config_key: Hashable) -> tuple[Hashable, bytes]:

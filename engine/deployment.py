@@ -1,6 +1,7 @@
-"""The scheduler: a deployment of one model package on this machine's cores.
+"""A deployment of one model package on this machine's cores: allocations, the worker loop, scaling.
 
-A deployment owns a bounded priority queue of texts and ``number_of_allocations`` worker threads.
+The queue, the requests and the batching policy are in :mod:`engine.scheduler`, the settings and
+their rules in :mod:`engine.config`. A deployment owns a bounded priority queue of texts and ``number_of_allocations`` worker threads.
 Each worker (an *allocation*) owns one ONNX Runtime session pinned to its own cores and loops: take
 a batch from the queue under a token budget, run it, hand every text its outputs. The caller's
 thread does the task's ``parse_config`` and ``prepare`` before anything is queued and ``finish``
@@ -32,8 +33,6 @@ server's worker pool) decides.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import itertools
 import logging
 import os
@@ -43,11 +42,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .adaptive import AdaptiveAllocations, AdaptiveScaler
 from .batch import collate, split_outputs
-from .cache import InferenceCache, cache_key, parse_byte_size
+from .cache import InferenceCache, cache_key
+from .config import DeploymentConfig, check_update
 from .cores import CoreAllocator, allowed_cpus, clamp_allocations, clamp_thread_settings, pin_current_thread
 from .errors import (
     DeploymentStopped,
@@ -59,270 +57,22 @@ from .errors import (
     NotDeployed,
     QueueFull,
 )
+from .scheduler import REQUEST_PRIORITIES, Entry, Outputs, Request, RequestQueue, check_request
 from .session import create_session
 from .stats import DeploymentStats
+from .units import format_time_value
 
 if TYPE_CHECKING:
     from .package import LoadedPackage
 
 log = logging.getLogger(__name__)
 
-REQUEST_PRIORITIES = ("high", "normal", "low")  # service order; "high" is ES's skip-the-queue priority
-DEPLOYMENT_PRIORITIES = ("normal", "low")
-MAX_THREADS_PER_ALLOCATION = 32
-MAX_QUEUE_CAPACITY = 100_000
-# Measured on all-MiniLM-L6-v2 int8, one thread, ~110-token passages (bench/RESULTS.md): 16 rows (~1.8k
-# padded tokens) ran 41 docs/s, 32 rows 36, 64 rows 34: past a few thousand tokens the activations fall out
-# of cache and throughput drops, so the budget sits at the knee rather than TEI's 16384.
-DEFAULT_MAX_BATCH_TOKENS = 2048
 LOW_PRIORITY_NICE = 19
 
 QUEUE_FULL_MESSAGE = "inference process queue is full. Unable to execute command"
 STOPPING_MESSAGE = "inference canceled as process is stopping"
 
-Outputs = list[tuple[np.ndarray, ...]]
 SessionFactory = Callable[..., Any]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class DeploymentConfig:
-    """How a deployment runs; validated as Elasticsearch validates ``_start`` (ELASTIC_REFERENCE.md §6.1).
-
-    Attributes:
-        number_of_allocations: workers, each with its own session and cores. None: 1, or the adaptive
-            minimum when adaptive allocations are enabled (then it must stay None, as in ES).
-        threads_per_allocation: intra-op threads per allocation, a power of 2 up to 32.
-        queue_capacity: texts that may wait, 1..100000; beyond it requests get QueueFull (429).
-        priority: ``normal``, or ``low`` (1 allocation × 1 thread, workers at the lowest CPU priority).
-        cache_size: inference-cache bytes (int or ES size string such as ``"10mb"``). None: the graph
-            file's size, Elasticsearch's default; 0 (or ``"0b"``): no cache.
-        max_batch_tokens: the padded-token budget of one batch (``longest row × rows``). Larger batches
-            amortise per-call overhead until the model is compute bound; smaller ones cut latency and
-            memory. A single row longer than the budget still runs, alone.
-        adaptive_allocations: ``{enabled, min_number_of_allocations, max_number_of_allocations}`` (plus
-            the timing knobs of :class:`engine.adaptive.AdaptiveAllocations`), or None.
-        deployment_id: the id reported in stats; None: the package directory's name.
-        cpus: the CPUs the deployment may use (0-based ids); None: ``os.sched_getaffinity(0)``.
-        pin_threads: pin every allocation's threads to its cores. Turn off when other processes share
-            the cores and the OS should balance.
-        max_batch_rows: the most rows in one batch. With several allocations and short texts a token
-            budget alone lets one worker swallow the whole queue while the others idle; 32 rows keeps
-            every allocation fed (measured: NER on CoNLL sentences, 2 × 1, bench/RESULTS.md).
-        grouping_window: how many queued texts behind the head the batcher may pick from to group
-            similar lengths (0: strict FIFO). The head always goes first, so a wide window costs no
-            text more than one batch of waiting; 256 lets one bulk request be sorted by length.
-        stats_period_s: the length of a stats "minute" (tests shorten it).
-        session_options: extra ONNX Runtime options, see :data:`engine.session.EXPOSED_OPTIONS`.
-    """
-
-    number_of_allocations: int | None = None
-    threads_per_allocation: int = 1
-    queue_capacity: int = 1024
-    priority: str = "normal"
-    cache_size: int | str | None = None
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
-    adaptive_allocations: AdaptiveAllocations | Mapping[str, Any] | None = None
-    deployment_id: str | None = None
-    cpus: tuple[int, ...] | None = None
-    pin_threads: bool = True
-    max_batch_rows: int = 32
-    grouping_window: int = 256
-    stats_period_s: float = 60.0
-    session_options: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        adaptive = AdaptiveAllocations.from_value(self.adaptive_allocations)
-        object.__setattr__(self, "adaptive_allocations", adaptive)
-        allocations = self.number_of_allocations
-        if allocations is not None:
-            if not _is_int(allocations) or allocations < 1:
-                raise InvalidInput(f"[number_of_allocations] must be a positive integer, got [{allocations}]")
-            if adaptive is not None and adaptive.enabled:
-                raise InvalidInput("[number_of_allocations] cannot be set if adaptive allocations is enabled")
-        threads = self.threads_per_allocation
-        if not _is_int(threads) or threads < 1 or threads > MAX_THREADS_PER_ALLOCATION or threads & (threads - 1):
-            raise InvalidInput(
-                f"[threads_per_allocation] must be a power of 2 less than or equal to {MAX_THREADS_PER_ALLOCATION}"
-            )
-        capacity = self.queue_capacity
-        if not _is_int(capacity) or capacity < 1:
-            raise InvalidInput(f"[queue_capacity] must be a positive integer, got [{capacity}]")
-        if capacity > MAX_QUEUE_CAPACITY:
-            raise InvalidInput(f"[queue_capacity] must be less than {MAX_QUEUE_CAPACITY}")
-        if self.priority not in DEPLOYMENT_PRIORITIES:
-            raise InvalidInput(f"[priority] must be one of {list(DEPLOYMENT_PRIORITIES)}, got [{self.priority}]")
-        if self.priority == "low":
-            if (allocations or 1) != 1 or (adaptive is not None and adaptive.enabled):
-                raise InvalidInput("[number_of_allocations] must be 1 when [priority] is low")
-            if threads != 1:
-                raise InvalidInput("[threads_per_allocation] must be 1 when [priority] is low")
-        if self.cache_size is not None:
-            parse_byte_size(self.cache_size)
-        if not _is_int(self.max_batch_tokens) or self.max_batch_tokens < 1:
-            raise InvalidInput(f"[max_batch_tokens] must be a positive integer, got [{self.max_batch_tokens}]")
-        if not _is_int(self.max_batch_rows) or self.max_batch_rows < 1:
-            raise InvalidInput(f"[max_batch_rows] must be a positive integer, got [{self.max_batch_rows}]")
-        if not _is_int(self.grouping_window) or self.grouping_window < 0:
-            raise InvalidInput(f"[grouping_window] must be a non-negative integer, got [{self.grouping_window}]")
-        if not isinstance(self.stats_period_s, (int, float)) or self.stats_period_s <= 0:
-            raise InvalidInput(f"[stats_period_s] must be positive, got [{self.stats_period_s}]")
-        if self.cpus is not None:
-            cpus = tuple(self.cpus)
-            if not cpus or not all(_is_int(cpu) and cpu >= 0 for cpu in cpus):
-                raise InvalidInput(f"[cpus] must be a non-empty list of CPU ids, got [{self.cpus}]")
-            object.__setattr__(self, "cpus", tuple(sorted(set(cpus))))
-
-    @property
-    def initial_allocations(self) -> int:
-        adaptive = self.adaptive_allocations
-        if self.number_of_allocations is not None:
-            return self.number_of_allocations
-        if isinstance(adaptive, AdaptiveAllocations) and adaptive.enabled:
-            return adaptive.minimum
-        return 1
-
-
-_TIME_UNITS = (("d", 86_400.0), ("h", 3_600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("micros", 1e-6))
-
-
-def format_time_value(seconds: float) -> str:
-    """Seconds as Elasticsearch prints a TimeValue in messages: the largest unit that is at least 1,
-    one decimal, ``.0`` dropped (``10s``, ``1.5m``, ``200ms``)."""
-    suffix, size = next(((suffix, size) for suffix, size in _TIME_UNITS if seconds >= size), _TIME_UNITS[-1])
-    value = round(seconds / size, 1)
-    return f"{value:.1f}".removesuffix(".0") + suffix
-
-
-class _Request:
-    """One ``infer`` call: its texts' outputs, how many are still missing, and how it ended."""
-
-    def __init__(self, n_texts: int, timeout: float | None) -> None:
-        self.outputs: list[Outputs | None] = [None] * n_texts
-        self.remaining = n_texts
-        self.timeout = timeout
-        self.deadline: float | None = None
-        self.state = "pending"  # pending | done | failed
-        self.error: EngineError | None = None
-        self.entries: list[_Entry] = []
-        self.done = threading.Event()
-        self.callbacks: list[Callable[[], None]] = []
-
-
-class _Entry:
-    """One queued text: its rows and how far they have got. Guarded by the deployment's lock."""
-
-    __slots__ = ("request", "index", "windows", "lengths", "longest", "rank", "key", "next_row",
-                 "rows_done", "row_outputs", "elapsed_s", "in_queue", "settled")
-
-    def __init__(self, request: _Request, index: int, windows: Sequence[Any], rank: int, key: Any) -> None:
-        self.request = request
-        self.index = index
-        self.windows = list(windows)
-        self.lengths = [len(window.input_ids) for window in self.windows]
-        self.longest = max(self.lengths)
-        self.rank = rank
-        self.key = key
-        self.next_row = 0           # rows before it have been taken into batches
-        self.rows_done = 0
-        self.row_outputs: list[tuple[np.ndarray, ...] | None] = [None] * len(self.windows)
-        self.elapsed_s = 0.0
-        self.in_queue = True        # some rows not yet taken
-        self.settled = False        # delivered, or its request ended; later results are dropped
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.windows)
-
-
-class RequestQueue:
-    """Bounded three-level priority queue of texts, and the batching policy. Not locked itself:
-    every method runs under the deployment's lock.
-
-    Capacity counts live texts (queued, not settled), one per text as Elasticsearch does. Within a
-    priority the order is FIFO. A batch starts with the head text (its rows, as many as fit the
-    budget, at least one), then adds whole texts from the next ``grouping_window`` of the same
-    priority, closest in length first, while ``longest row × rows`` stays within ``max_batch_tokens``
-    and the rows within ``max_batch_rows``.
-    A head text too big for one batch is split: its remaining rows stay at the head.
-    """
-
-    def __init__(self, capacity: int, max_batch_tokens: int, grouping_window: int,
-                 max_batch_rows: int = 32) -> None:
-        self.capacity = capacity
-        self.max_batch_tokens = max_batch_tokens
-        self.max_batch_rows = max_batch_rows
-        self.grouping_window = grouping_window
-        self.live = 0
-        self._levels: tuple[collections.deque[_Entry], ...] = tuple(
-            collections.deque() for _ in REQUEST_PRIORITIES
-        )
-
-    def offer(self, entries: Sequence[_Entry]) -> bool:
-        """Queue all of ``entries`` or none (False when they do not all fit)."""
-        if self.live + len(entries) > self.capacity:
-            return False
-        for entry in entries:
-            self._levels[entry.rank].append(entry)
-        self.live += len(entries)
-        return True
-
-    def discard(self, entry: _Entry) -> None:
-        """Forget an entry whose request ended; it leaves the deque lazily."""
-        if entry.in_queue:
-            entry.in_queue = False
-            self.live -= 1
-
-    def take_batch(self) -> list[tuple[_Entry, int]]:
-        """The next batch as ``(entry, row)`` pairs, or ``[]`` when nothing is queued."""
-        level = None
-        for candidate in self._levels:
-            while candidate and not candidate[0].in_queue:
-                candidate.popleft()
-            if candidate:
-                level = candidate
-                break
-        if level is None:
-            return []
-        head = level[0]
-        budget = self.max_batch_tokens
-        rows: list[tuple[_Entry, int]] = []
-        longest = 0
-        for row in range(head.next_row, head.n_rows):
-            wider = max(longest, head.lengths[row])
-            if rows and (wider * (len(rows) + 1) > budget or len(rows) >= self.max_batch_rows):
-                break
-            longest = wider
-            rows.append((head, row))
-        head.next_row += len(rows)
-        if head.next_row < head.n_rows:
-            return rows
-        level.popleft()
-        head.in_queue = False
-        self.live -= 1
-        nearby = [
-            (abs(entry.longest - head.longest), position, entry)
-            for position, entry in enumerate(itertools.islice(level, self.grouping_window))
-            if entry.in_queue
-        ]
-        nearby.sort(key=lambda item: (item[0], item[1]))
-        for _, _, entry in nearby:
-            wider = max(longest, entry.longest)
-            if wider * (len(rows) + entry.n_rows) > budget or len(rows) + entry.n_rows > self.max_batch_rows:
-                continue
-            longest = wider
-            rows.extend((entry, row) for row in range(entry.n_rows))
-            entry.next_row = entry.n_rows
-            entry.in_queue = False
-            self.live -= 1
-            level.remove(entry)
-        return rows
-
-    def queued_entries(self) -> list[_Entry]:
-        return [entry for level in self._levels for entry in level if entry.in_queue]
 
 
 class _Allocation:
@@ -372,7 +122,7 @@ class Deployment:
         allocations, threads = clamp_thread_settings(len(cpus), config.initial_allocations,
                                                      config.threads_per_allocation)
         self.threads_per_allocation = threads
-        cache_bytes = package.size_bytes if config.cache_size is None else parse_byte_size(config.cache_size)
+        cache_bytes = package.size_bytes if config.cache_bytes is None else config.cache_bytes
         self.cache_size = cache_bytes
         self._cache = InferenceCache(cache_bytes) if cache_bytes > 0 else None
         # tokenizers starts a rayon pool as big as the host for batch encodes; see the module comment.
@@ -383,7 +133,7 @@ class Deployment:
                                    config.max_batch_rows)
         self._stats = DeploymentStats(config.stats_period_s)
         self._pending_texts = 0
-        self._pending_requests: set[_Request] = set()
+        self._pending_requests: set[Request] = set()
         self._allocations: list[_Allocation] = []
         self._allocation_numbers = itertools.count()
         self._target_allocations = 0
@@ -456,23 +206,13 @@ class Deployment:
         return await loop.run_in_executor(None, self._finish, request, cfg, prepared)
 
     def _submit(self, texts: str | Sequence[str], timeout: float | None, priority: str,
-                config: Mapping[str, Any]) -> tuple[_Request, Any, list[Any]]:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for text in texts:
-            if not isinstance(text, str):
-                raise InvalidInput(f"Input value [{text!r}] for field [text_field] must be a string")
-        if priority not in REQUEST_PRIORITIES:
-            raise InvalidInput(f"[priority] must be one of {list(REQUEST_PRIORITIES)}, got [{priority}]")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-                                    or timeout <= 0):
-            raise InvalidInput(f"[timeout] must be a positive number of seconds, got [{timeout}]")
+                config: Mapping[str, Any]) -> tuple[Request, Any, list[Any]]:
+        texts = check_request(texts, timeout, priority)
         self._check_running()
         task, tokenizer = self.package.task, self.package.tokenizer
         cfg = task.parse_config(self.package.manifest, dict(config))
         prepared = [task.prepare(text, cfg, tokenizer) for text in texts]
-        request = _Request(len(texts), timeout)
+        request = Request(len(texts), timeout)
         rank = REQUEST_PRIORITIES.index(priority)
         config_key = cfg.cache_key() if self._cache is not None else None
         entries = []
@@ -489,7 +229,7 @@ class Deployment:
             if not item.windows:
                 request.outputs[index] = []
                 continue
-            entries.append(_Entry(request, index, item.windows, rank, key))
+            entries.append(Entry(request, index, item.windows, rank, key))
         with self._cond:
             if self._state != "started":
                 self._check_running()
@@ -515,20 +255,20 @@ class Deployment:
         if self._state == "stopped":
             raise NotDeployed(f"Trained model deployment [{self.deployment_id}] is not deployed")
 
-    def _when_done(self, request: _Request, callback: Callable[[], None]) -> None:
+    def _when_done(self, request: Request, callback: Callable[[], None]) -> None:
         with self._cond:
             if request.state == "pending":
                 request.callbacks.append(callback)
                 return
         callback()
 
-    def _wait(self, request: _Request) -> None:
+    def _wait(self, request: Request) -> None:
         remaining = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
         if not request.done.wait(remaining):
             self._expire(request)
         self._raise_if_failed(request)
 
-    def _expire(self, request: _Request) -> None:
+    def _expire(self, request: Request) -> None:
         """The caller's timer ran out: fail the request unless its results won the race."""
         with self._cond:
             if request.state != "pending":
@@ -538,18 +278,18 @@ class Deployment:
             timeout = format_time_value(request.timeout or 0.0)
             self._settle(request, InferenceTimeout(f"timeout [{timeout}] waiting for inference result"))
 
-    def _end(self, request: _Request, error: EngineError) -> None:
+    def _end(self, request: Request, error: EngineError) -> None:
         with self._cond:
             if request.state == "pending":
                 self._settle(request, error)
 
     @staticmethod
-    def _raise_if_failed(request: _Request) -> None:
+    def _raise_if_failed(request: Request) -> None:
         if request.state == "failed":
             assert request.error is not None
             raise request.error
 
-    def _settle(self, request: _Request, error: EngineError | None) -> None:
+    def _settle(self, request: Request, error: EngineError | None) -> None:
         """End a request (lock held): drop its queued texts, wake its caller."""
         request.state = "done" if error is None else "failed"
         request.error = error
@@ -567,7 +307,7 @@ class Deployment:
                 log.exception("inference completion callback failed")
         request.callbacks.clear()
 
-    def _finish(self, request: _Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
+    def _finish(self, request: Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
         task = self.package.task
         return [task.finish(item, outputs or [], cfg) for item, outputs in zip(prepared, request.outputs, strict=True)]
 
@@ -596,7 +336,7 @@ class Deployment:
                 with self._cond:
                     while True:
                         if allocation.retiring:
-                            rows: list[tuple[_Entry, int]] = []
+                            rows: list[tuple[Entry, int]] = []
                             break
                         if self._state == "stopping" and (not self._drain or self._queue.live == 0):
                             rows = []
@@ -614,7 +354,7 @@ class Deployment:
                 self._cond.notify_all()
             self._cores.release(allocation.cores)
 
-    def _run_batch(self, session: Any, rows: list[tuple[_Entry, int]]) -> None:
+    def _run_batch(self, session: Any, rows: list[tuple[Entry, int]]) -> None:
         entries = list(dict.fromkeys(entry for entry, _ in rows))
         started = time.perf_counter()
         error: EngineError | None = None
@@ -762,19 +502,8 @@ class Deployment:
             NotDeployed / DeploymentStopped: the deployment is stopping or stopped.
             ModelError: a new allocation could not open the graph.
         """
-        adaptive = AdaptiveAllocations.from_value(adaptive_allocations)
-        if number_of_allocations is not None:
-            if not _is_int(number_of_allocations) or number_of_allocations < 1:
-                raise InvalidInput(
-                    f"[number_of_allocations] must be a positive integer, got [{number_of_allocations}]"
-                )
-            enabled = adaptive.enabled if adaptive is not None else self._adaptive is not None
-            if enabled:
-                raise InvalidInput("[number_of_allocations] cannot be set if adaptive allocations is enabled")
-            if self.config.priority == "low" and number_of_allocations != 1:
-                raise InvalidInput("[number_of_allocations] must be 1 when [priority] is low")
-        if adaptive is not None and adaptive.enabled and self.config.priority == "low":
-            raise InvalidInput("[number_of_allocations] must be 1 when [priority] is low")
+        adaptive = check_update(self.config, self._adaptive is not None, number_of_allocations,
+                                adaptive_allocations)
         with self._cond:
             self._check_running()
         if adaptive is not None:

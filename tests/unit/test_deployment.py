@@ -25,7 +25,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.deployment import Deployment, DeploymentConfig, RequestQueue, _Entry, _Request, format_time_value
+from engine.config import DeploymentConfig
+from engine.deployment import Deployment
 from engine.errors import (
     DeploymentStopped,
     InferenceFailed,
@@ -36,7 +37,9 @@ from engine.errors import (
     QueueFull,
 )
 from engine.manifest import Manifest, TokenizationConfig
+from engine.scheduler import Entry, Request, RequestQueue
 from engine.session import create_session
+from engine.units import format_time_value
 
 VOCAB = 64
 DIM = 4
@@ -468,9 +471,9 @@ def test_priorities_are_served_high_normal_low_fifo_within_each(package: FakePac
 
 def test_batcher_groups_similar_lengths_within_the_token_budget() -> None:
     queue = RequestQueue(capacity=10, max_batch_tokens=40, grouping_window=8)
-    request = _Request(5, None)
+    request = Request(5, None)
     entries = [
-        _Entry(request, index, [Window(np.zeros(length, np.int64), np.zeros(length, np.int64))], 1, None)
+        Entry(request, index, [Window(np.zeros(length, np.int64), np.zeros(length, np.int64))], 1, None)
         for index, length in enumerate([10, 50, 11, 49, 12])
     ]
     assert queue.offer(entries)
@@ -481,9 +484,9 @@ def test_batcher_groups_similar_lengths_within_the_token_budget() -> None:
 
 def test_batcher_caps_rows_so_other_allocations_get_work() -> None:
     queue = RequestQueue(capacity=20, max_batch_tokens=10_000, grouping_window=32, max_batch_rows=4)
-    request = _Request(10, None)
+    request = Request(10, None)
     entries = [
-        _Entry(request, index, [Window(np.zeros(5, np.int64), np.zeros(5, np.int64))], 1, None)
+        Entry(request, index, [Window(np.zeros(5, np.int64), np.zeros(5, np.int64))], 1, None)
         for index in range(10)
     ]
     assert queue.offer(entries)
@@ -493,10 +496,10 @@ def test_batcher_caps_rows_so_other_allocations_get_work() -> None:
 
 def test_batcher_splits_an_oversize_head_and_never_mixes_priorities() -> None:
     queue = RequestQueue(capacity=10, max_batch_tokens=25, grouping_window=8)
-    request = _Request(3, None)
+    request = Request(3, None)
 
-    def entry(index: int, rows: int, rank: int) -> _Entry:
-        return _Entry(
+    def entry(index: int, rows: int, rank: int) -> Entry:
+        return Entry(
             request, index, [Window(np.ones(10, np.int64), np.zeros(10, np.int64))] * rows, rank, None
         )
 
@@ -780,7 +783,7 @@ def test_a_session_that_cannot_start_fails_the_deployment(package: FakePackage) 
             r"must not be larger than",
         ),
         ({"adaptive_allocations": {"enabled": True, "bogus": 1}}, r"unknown keys \['bogus'\]"),
-        ({"cache_size": "lots"}, r"failed to parse \[cache_size\]"),
+        ({"cache_size": "lots"}, r"failed to parse setting \[cache_size\]"),
         ({"max_batch_tokens": 0}, r"\[max_batch_tokens\] must be a positive integer"),
         ({"cpus": ()}, r"\[cpus\] must be a non-empty list"),
     ],

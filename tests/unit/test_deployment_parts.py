@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cache import ENTRY_OVERHEAD_BYTES, InferenceCache, cache_key, parse_byte_size
+from engine.cache import ENTRY_OVERHEAD_BYTES, InferenceCache, cache_key
 from engine.errors import InvalidInput, ModelError
 from engine.session import EXPOSED_OPTIONS, create_session
 from engine.stats import DeploymentStats
+from engine.units import parse_byte_size
 from tests.unit.test_deployment import Window, build_graph
 
 
