@@ -7,6 +7,11 @@ from typing_extensions import Buffer
 class ShapeError(ValueError):
     """An array has the wrong dtype, ndim, layout or size, or an index argument is out of range."""
 
+IOB_OUTSIDE: int  # iob_decode tag kind of the O label
+IOB_BEGIN: int  # iob_decode tag kind of B-/B_ labels
+IOB_INSIDE: int  # iob_decode tag kind of I-/I_ labels
+QA_MASKED_LOGIT: float  # the logit qa_top_spans gives every position that cannot be part of an answer
+
 def softmax_rows(logits: Buffer) -> NDArray[np.float64]:
     """Softmax of every row of a float32 [n_rows, n_cols] array, in double."""
 

@@ -123,6 +123,10 @@ eng_status eng_iob_decode_f32(const eng_iob_decode_args *args, int thread_index,
 
 /* ---- qa_span.c ------------------------------------------------------------------------------ */
 
+/* The value Elasticsearch gives to every logit that cannot be part of an answer. Exported to Python
+ * as engine._kernels.QA_MASKED_LOGIT, which pads the shorter windows when the task stacks them. */
+#define ENG_QA_MASKED_LOGIT (-10000.0)
+
 typedef struct eng_qa_span {
     int64_t window;
     int64_t start; /* token index inside the window */
@@ -146,7 +150,7 @@ typedef struct eng_qa_spans_args {
 
 /*
  * Extractive-QA span search (ELASTIC_REFERENCE.md §2.3). Per window: every logit except index 0
- * and seq2_start <= i < token_size - 1 becomes -10000.0; softmax start and end over the whole row
+ * and seq2_start <= i < token_size - 1 becomes ENG_QA_MASKED_LOGIT; softmax start and end over the whole row
  * (Elasticsearch writes exp(v - log(sum(exp(v)))); we subtract the maximum inside the log-sum-exp,
  * which is the same value without overflow); start[0] = end[0] = 0. Candidates:
  * seq2_start <= s < token_size, s <= e < min(s + max_answer_length, token_size), score

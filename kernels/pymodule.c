@@ -506,7 +506,7 @@ PyDoc_STRVAR(qa_top_spans__doc__,
              "\n"
              "Best answer spans over all windows of an extractive-QA request (ELASTIC_REFERENCE.md 2.3).\n"
              "\n"
-             "Per window, logits outside index 0 and seq2_start <= i < token_size - 1 become -10000.0;\n"
+             "Per window, logits outside index 0 and seq2_start <= i < token_size - 1 become QA_MASKED_LOGIT;\n"
              "start and end are softmaxed over the whole row; start[0] = end[0] = 0. Candidates are\n"
              "seq2_start <= s < token_size, s <= e < min(s + max_answer_length, token_size), scored\n"
              "start[s] * end[e].\n"
@@ -774,7 +774,23 @@ static int kernels_exec(PyObject *module) {
     if (state->shape_error == NULL) {
         return -1;
     }
-    return PyModule_AddObjectRef(module, "ShapeError", state->shape_error);
+    if (PyModule_AddObjectRef(module, "ShapeError", state->shape_error) < 0) {
+        return -1;
+    }
+    /* The C contract's constants, so Python never writes its own copy: iob_decode's tag kinds and the
+     * logit qa_top_spans masks non-context positions with (kernels/kernels.h). */
+    if (PyModule_AddIntConstant(module, "IOB_OUTSIDE", ENG_IOB_OUTSIDE) < 0 ||
+        PyModule_AddIntConstant(module, "IOB_BEGIN", ENG_IOB_BEGIN) < 0 ||
+        PyModule_AddIntConstant(module, "IOB_INSIDE", ENG_IOB_INSIDE) < 0) {
+        return -1;
+    }
+    PyObject *masked = PyFloat_FromDouble(ENG_QA_MASKED_LOGIT);
+    if (masked == NULL) {
+        return -1;
+    }
+    const int added = PyModule_AddObjectRef(module, "QA_MASKED_LOGIT", masked);
+    Py_DECREF(masked);
+    return added;
 }
 
 static int kernels_traverse(PyObject *module, visitproc visit, void *arg) {

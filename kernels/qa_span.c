@@ -1,9 +1,6 @@
 /* Extractive question answering: the best answer spans over all windows (ELASTIC_REFERENCE.md §2.3). */
 #include "internal.h"
 
-/* The value Elasticsearch gives to every logit that cannot be part of an answer. */
-#define ENG_QA_MASKED_LOGIT (-10000.0)
-
 /* Start/end probabilities of one window: mask, softmax, then drop CLS (kept only to normalise). */
 static void window_probabilities(const float *logits, size_t seq_len, int64_t seq2_start, int64_t token_size,
                                  double *probs) {

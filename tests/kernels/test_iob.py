@@ -21,6 +21,11 @@ ES_KINDS = [O, B, I, B, I, B, I, B, I]
 ES_ENTITIES = [-1, 0, 0, 1, 1, 2, 2, 3, 3]
 
 
+def test_tag_kinds_are_exported() -> None:
+    # engine.tasks.ner builds tag_kind from these; the values are the C contract (kernels.h).
+    assert (kernels.IOB_OUTSIDE, kernels.IOB_BEGIN, kernels.IOB_INSIDE) == (O, B, I)
+
+
 def decode(logits: np.ndarray, word_ids: list[int], kinds: list[int], entities: list[int]) -> list:
     return kernels.iob_decode(
         logits,

@@ -75,6 +75,11 @@ def window(question_tokens: int, context: list[float], padding: int = 0) -> np.n
     return np.array([0.0] * (question_tokens + 2) + context + [0.0] * (1 + padding), dtype=np.float32)
 
 
+def test_masked_logit_is_exported() -> None:
+    # The task pads short windows with the module's constant; it must be the value ES masks with.
+    assert kernels.QA_MASKED_LOGIT == reference.QA_MASKED_LOGIT
+
+
 def test_golden_single_best_answer() -> None:
     # Question of 2 tokens: context starts at token 4. The answer is context tokens 1..2.
     start = window(2, [0.0, 6.0, 1.0, 0.0])[None]
