@@ -20,6 +20,10 @@ from engine.errors import ExportError
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "**/*.json", "**/*.safetensors"]
 _PICKLE_PATTERNS = ["*.bin", "**/*.bin"]
 _SNAPSHOT_REVISION = re.compile(r"/snapshots/([0-9a-f]{40})(/|$)")
+# A hub repository id: ``namespace/name``, each of word characters, '-' and '.', starting and ending
+# with a word character (huggingface_hub's REPO_ID_REGEX, namespace required).
+_HUB_ID = re.compile(r"\w(?:[\w.-]*\w)?/\w(?:[\w.-]*\w)?", re.ASCII)
+_HUB_ID_MAX_LENGTH = 96
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +48,22 @@ class ModelSource:
         return {"id": self.id, "revision": self.revision}
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1)
+def is_hub_id(source: str) -> bool:
+    """Whether ``source`` can name a hub repository: ``org/name`` in the hub's syntax (huggingface_hub's
+    ``validate_repo_id`` rules, with the namespace required). Anything else that is not a directory is
+    a mistyped local path, and is reported as one instead of being sent to the network."""
+    return (
+        len(source) <= _HUB_ID_MAX_LENGTH
+        and _HUB_ID.fullmatch(source) is not None
+        and "--" not in source
+        and ".." not in source
+        and not source.endswith(".git")
+    )
+
+
+def _local_candidate(source: str) -> str:
+    """Where a source was looked for on disk, for messages (absolute, ``~`` expanded)."""
+    return str(Path(source).expanduser().absolute())
 
 
 def _hub_offline() -> bool:
@@ -53,11 +71,13 @@ def _hub_offline() -> bool:
 
 
 def _download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
-    """Fetch a hub snapshot, turning every hub or network failure into one ``ExportError`` line."""
+    """Fetch a hub snapshot, turning every hub or network failure into one ``ExportError`` line that
+    also says where the source was looked for locally (the user may have meant a directory)."""
+    local = f"no directory {_local_candidate(repo_id)}"
     if _hub_offline():
         raise ExportError(
-            f"[{repo_id}] is not a local directory and the Hugging Face hub is offline (HF_HUB_OFFLINE is "
-            "set); download the model first and pass its directory"
+            f"[{repo_id}] is not a local directory ({local}) and the Hugging Face hub is offline "
+            "(HF_HUB_OFFLINE is set); download the model first and pass its directory"
         )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
@@ -67,12 +87,18 @@ def _download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as error:
         raise ExportError(
-            f"cannot download [{repo_id}]: the Hugging Face hub is unreachable or offline ({error}); "
-            "download the model first and pass its directory"
+            f"cannot find [{repo_id}]: {local}, and the Hugging Face hub is unreachable or offline "
+            f"({_first_line(error)}); download the model first and pass its directory"
         ) from error
     except (HfHubHTTPError, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"cannot download [{repo_id}] from the Hugging Face hub: {first_line}") from error
+        raise ExportError(
+            f"cannot find [{repo_id}]: {local}, and the Hugging Face hub answered: {_first_line(error)}"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -140,6 +166,9 @@ def resolve_source(
 ) -> ModelSource:
     """A local directory as is, or a hub id downloaded (safetensors only unless ``allow_pickle``).
 
+    Only a string in the hub's ``org/name`` syntax is ever sent to the hub; anything else that is not
+    a directory (``my-model-dir``, ``./model``, ``~/models/x``, ``a/b/c``) is a missing directory.
+
     Raises:
         ExportError: a missing directory, an unreachable hub, remote code, pickle-only weights,
             or no config.json.
@@ -153,8 +182,11 @@ def resolve_source(
         source_id = path.as_posix()
     elif path.exists():
         raise ExportError(f"[{text}] is a file; pass a model directory or a Hugging Face hub id")
-    elif isinstance(source, Path) or _looks_like_path(text):
-        raise ExportError(f"model directory [{text}] does not exist")
+    elif isinstance(source, Path) or not is_hub_id(text):
+        hint = "" if "/" in text or text.startswith((".", "~")) else " (a Hugging Face hub id is org/name)"
+        raise ExportError(
+            f"model directory [{text}] does not exist (looked for {_local_candidate(text)}){hint}"
+        )
     else:
         path = _download(text, revision, allow_pickle)
         match = _SNAPSHOT_REVISION.search(path.as_posix())

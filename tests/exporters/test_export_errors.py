@@ -156,9 +156,11 @@ def test_hub_id_downloads_safetensors_and_records_the_revision(
 
 
 def test_hub_id_while_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _refused(
-        r"\[someone/some-model\] is not a local directory and the Hugging Face hub is offline",
+        rf"\[someone/some-model\] is not a local directory \(no directory {tmp_path}/someone/some-model\) "
+        r"and the Hugging Face hub is offline",
         "someone/some-model",
         tmp_path / "o",
     )
@@ -175,11 +177,68 @@ def test_hub_id_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    _refused(r"cannot download \[someone/some-model\]", "someone/some-model", tmp_path / "o")
+    monkeypatch.chdir(tmp_path)
+    _refused(
+        rf"cannot find \[someone/some-model\]: no directory {tmp_path}/someone/some-model, and the "
+        r"Hugging Face hub is unreachable or offline",
+        "someone/some-model",
+        tmp_path / "o",
+    )
 
 
-def test_missing_local_directory(tmp_path: Path) -> None:
-    _refused(r"model directory \[.*nowhere\] does not exist", str(tmp_path / "nowhere"), tmp_path / "o")
+@pytest.mark.parametrize(
+    ("source", "looked_for", "hint"),
+    [
+        ("my-model-dir", "{cwd}/my-model-dir", True),  # no org/name: never a hub id
+        ("./my-model", "{cwd}/my-model", False),
+        ("~/no-such-model-h1", "{home}/no-such-model-h1", False),
+        ("models/bert/base", "{cwd}/models/bert/base", False),  # two separators
+        ("{tmp}/nowhere", "{tmp}/nowhere", False),
+        ("org/bad..name", "{cwd}/org/bad..name", False),  # the hub's syntax forbids '..'
+    ],
+)
+def test_missing_local_directory_is_not_sent_to_the_hub(
+    source: str, looked_for: str, hint: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source that cannot be a hub id is a mistyped path: the message says where it was looked for,
+    and the hub is never asked (the download function fails the test if called)."""
+    import huggingface_hub
+
+    def no_download(*args: object, **kwargs: object) -> str:
+        raise AssertionError("a local-looking source was sent to the hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    places = {"cwd": str(work), "home": str(Path.home()), "tmp": str(tmp_path)}
+    error = _refused(
+        r"model directory \[.*\] does not exist",
+        source.format(**places),
+        tmp_path / "o",
+    )
+    assert f"(looked for {looked_for.format(**places)})" in error.message
+    assert ("a Hugging Face hub id is org/name" in error.message) == hint
+
+
+def test_hub_ids_are_org_slash_name() -> None:
+    from exporters.source import is_hub_id
+
+    valid = ["someone/tiny", "sentence-transformers/all-MiniLM-L6-v2", "org_1/name.v2"]
+    invalid = [
+        "bert-base-uncased",
+        "a/b/c",
+        "/abs/dir",
+        "./x",
+        "~/x",
+        "org/",
+        "org/x.git",
+        "-org/x",
+        "o/n--m",
+    ]
+    assert [is_hub_id(source) for source in valid] == [True] * len(valid)
+    assert [is_hub_id(source) for source in invalid] == [False] * len(invalid)
 
 
 def test_non_empty_out_needs_force(tiny_root: Path, tmp_path: Path) -> None:
