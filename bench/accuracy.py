@@ -84,11 +84,12 @@ def reference_infer(package_dir: str | Path, model_dir: str | Path) -> Infer:
     reference = TorchReference(model_dir, package.manifest)
 
     def infer(texts: list[str], **config: Any) -> list[dict[str, Any]]:
-        cfg = package.task.parse_config(package.manifest, config)
+        runner = package.runner
+        cfg = runner.parse_config(config)
         results = []
         for text in texts:
-            prepared = package.task.prepare(text, cfg, package.tokenizer)
-            results.append(package.task.finish(prepared, reference.outputs(prepared.windows), cfg))
+            prepared = runner.prepare(text, cfg)
+            results.append(runner.finish(prepared, reference.outputs(prepared.windows), cfg))
         return results
 
     return infer

@@ -52,7 +52,7 @@ def measure(task: str, model: str, config: dict[str, Any], limit: int) -> dict[s
         source = model_dir(model)
     package = engine.resolve_model(source, task)
     deployment = engine.load(package, task=task, cache_size=0, queue_capacity=100_000)
-    finish = deployment.package.task.finish  # the bound method; wrapped on the instance below
+    finish = deployment.package.runner.finish  # the bound method; wrapped on the instance below
     spent = [0.0]
 
     def timed_finish(*args: Any, **kwargs: Any) -> Any:
@@ -64,14 +64,14 @@ def measure(task: str, model: str, config: dict[str, Any], limit: int) -> dict[s
 
     texts = _texts(task, limit)
     try:
-        deployment.package.task.finish = timed_finish  # type: ignore[method-assign]
+        deployment.package.runner.finish = timed_finish  # type: ignore[method-assign]
         deployment.infer(texts[:8], **config)
         spent[0] = 0.0
         started = time.perf_counter()
         deployment.infer(texts, **config)
         wall = time.perf_counter() - started
     finally:
-        vars(deployment.package.task).pop("finish", None)  # the task object is shared: restore its method
+        vars(deployment.package.runner).pop("finish", None)  # restore the class's method
         deployment.stop()
     return {"task": task, "model": model, "texts": len(texts), "wall_s": wall, "finish_s": spent[0],
             "share": spent[0] / wall}

@@ -209,9 +209,9 @@ class Deployment:
                 config: Mapping[str, Any]) -> tuple[Request, Any, list[Any]]:
         texts = check_request(texts, timeout, priority)
         self._check_running()
-        task, tokenizer = self.package.task, self.package.tokenizer
-        cfg = task.parse_config(self.package.manifest, dict(config))
-        prepared = [task.prepare(text, cfg, tokenizer) for text in texts]
+        runner = self.package.runner
+        cfg = runner.parse_config(dict(config))
+        prepared = [runner.prepare(text, cfg) for text in texts]
         request = Request(len(texts), timeout)
         rank = REQUEST_PRIORITIES.index(priority)
         config_key = cfg.cache_key() if self._cache is not None else None
@@ -308,8 +308,9 @@ class Deployment:
         request.callbacks.clear()
 
     def _finish(self, request: Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
-        task = self.package.task
-        return [task.finish(item, outputs or [], cfg) for item, outputs in zip(prepared, request.outputs, strict=True)]
+        runner = self.package.runner
+        return [runner.finish(item, outputs or [], cfg)
+                for item, outputs in zip(prepared, request.outputs, strict=True)]
 
     # -- workers -------------------------------------------------------------------------------
 

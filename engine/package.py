@@ -1,12 +1,13 @@
-"""A model package loaded and checked: manifest, tokenizer and task, ready for a deployment."""
+"""A model package loaded and checked: manifest, tokenizer and the task bound to them, ready for a deployment."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from .manifest import Manifest, read_manifest
-from .tasks import Task, get_task
+from .tasks import TaskRunner, get_task
 from .tokenization import Tokenizer
 
 
@@ -17,7 +18,8 @@ class LoadedPackage:
     path: Path
     manifest: Manifest
     tokenizer: Tokenizer
-    task: Task
+    # The package's task bound to its manifest and tokenizer, once: every request goes through it.
+    runner: TaskRunner[Any, Any, Any]
 
     @property
     def graph_path(self) -> Path:
@@ -38,4 +40,5 @@ def load_package(path: str | Path, verify: bool = True) -> LoadedPackage:
     path = Path(path).resolve()
     manifest = read_manifest(path, verify=verify)
     tokenizer = Tokenizer.from_file(path / manifest.tokenizer, manifest.tokenization, manifest.special_tokens)
-    return LoadedPackage(path=path, manifest=manifest, tokenizer=tokenizer, task=get_task(manifest.task))
+    runner = get_task(manifest.task).bind(manifest, tokenizer, package=path.name)
+    return LoadedPackage(path=path, manifest=manifest, tokenizer=tokenizer, runner=runner)

@@ -16,7 +16,7 @@ Semantics (ELASTIC_REFERENCE.md §5.5, §6), which a backend must keep:
   ``priority``, ``allocation_status``, ``inference_count``, ...), see ``Deployment.stats``.
 * ``stop``: every pending caller gets its result or an error; ``drain`` runs what is queued first.
 * ``clear_cache``: empty the inference cache (``deployment/cache/_clear``).
-* ``package``: the :class:`engine.package.LoadedPackage` served (path, manifest, tokenizer, task).
+* ``package``: the :class:`engine.package.LoadedPackage` served (path, manifest, tokenizer, runner).
 * ``state``: ``starting``, ``started``, ``stopping`` or ``stopped`` (the server's health check reads it).
 """
 
@@ -36,7 +36,7 @@ class DeploymentLike(Protocol):
 
     @property
     def package(self) -> LoadedPackage:
-        """The package being served: ``path``, ``manifest``, ``tokenizer``, ``task``."""
+        """The package being served: ``path``, ``manifest``, ``tokenizer``, ``runner``."""
         ...
 
     @property

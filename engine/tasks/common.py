@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from .. import _kernels
 from ..errors import InvalidInput, ModelError
 from ..manifest import TASKS, TRUNCATE_MODES, Manifest
 from ..tokenization import NO_SPAN, Tokenizer, Window, validate_window_settings
@@ -43,7 +44,8 @@ class TaskConfig:
 class Prepared:
     """One input text made ready to run: the model rows and what ``finish`` needs besides outputs.
 
-    Tasks subclass this to carry task-specific state (mask position, labels, the context text).
+    Tasks subclass this to carry per-text state (the mask position). What is the same for every
+    text of a package, the tokenizer above all, lives on the runner instead.
     """
 
     text: str
@@ -51,18 +53,81 @@ class Prepared:
     is_truncated: bool
 
 
-class Task(Protocol):
-    """The contract between the scheduler and a task (docs/INTERNALS.md, "engine/tasks/")."""
+ConfigT = TypeVar("ConfigT", bound=TaskConfig)
+PreparedT = TypeVar("PreparedT", bound=Prepared)
+OutputT = TypeVar("OutputT")
+RunnerT = TypeVar("RunnerT", bound="TaskRunner[Any, Any, Any]")
 
-    name: str
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TaskConfig: ...
+class TaskRunner(Generic[ConfigT, PreparedT, OutputT]):
+    """One task bound to one package: the contract between the scheduler and a task.
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared: ...
+    The scheduler calls :meth:`parse_config` and :meth:`prepare` on the caller's thread before a
+    text is queued, and :meth:`finish` after the model ran (docs/INTERNALS.md, "engine/tasks/").
+    A subclass names its config, prepared and model-output types once, as type parameters, so its
+    methods need no run-time type checks. :meth:`finish` turns each window's raw graph outputs
+    into the task's typed output with :meth:`read` (where every shape is checked) before
+    :meth:`result` builds the Elasticsearch result from them.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, package: str | None = None) -> None:
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        # What a ModelError calls the package: its directory name (the model id), else its source.
+        self.package = package or str(manifest.source.get("id") or "unnamed")
+
+    @classmethod
+    def bind(
+        cls: type[RunnerT], manifest: Manifest, tokenizer: Tokenizer, package: str | None = None
+    ) -> RunnerT:
+        """This task for one package: the runner a deployment keeps for the package's lifetime."""
+        return cls(manifest, tokenizer, package)
+
+    def parse_config(self, config: Mapping[str, Any] | None) -> ConfigT:
+        """The request's ``inference_config`` update merged with the manifest; InvalidInput on error."""
+        raise NotImplementedError
+
+    def prepare(self, text: str, cfg: ConfigT) -> PreparedT:
+        """The model rows for one input text (``Prepared.windows``) and what ``finish`` needs."""
+        raise NotImplementedError
+
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: ConfigT) -> OutputT:
+        """One window's graph outputs as this task's typed output; ModelError on a wrong shape."""
+        raise NotImplementedError
+
+    def result(self, prepared: PreparedT, outputs: list[OutputT], cfg: ConfigT) -> dict[str, Any]:
+        """The Elasticsearch result dict from the typed outputs of every window."""
+        raise NotImplementedError
+
+    def check_rows(
+        self, prepared: PreparedT, outputs: Sequence[tuple[np.ndarray, ...]], cfg: ConfigT
+    ) -> None:
+        """One output row per window; a task with its own Elasticsearch message overrides this."""
+        check_row_count(self.name, outputs, len(prepared.windows))
 
     def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]: ...
+        self, prepared: PreparedT, outputs: Sequence[tuple[np.ndarray, ...]], cfg: ConfigT
+    ) -> dict[str, Any]:
+        """The result for one text from its windows' graph outputs.
+
+        ``outputs[i]`` holds the graph outputs for ``prepared.windows[i]`` in manifest output
+        order, the batch axis removed and sequence axes trimmed to the window's length.
+
+        Raises:
+            ModelError: the outputs do not have the shapes the task needs. A kernel's
+                ``ShapeError`` (a check :meth:`read` missed) is reported the same way, naming
+                the package, since it is the model's outputs, not the request, that are wrong.
+        """
+        self.check_rows(prepared, outputs, cfg)
+        typed = [self.read(row, window, cfg) for row, window in zip(outputs, prepared.windows, strict=True)]
+        try:
+            return self.result(prepared, typed, cfg)
+        except _kernels.ShapeError as error:
+            raise ModelError(
+                f"[{self.name}] the outputs of model package [{self.package}] do not fit the task: {error}"
+            ) from error
 
 
 # Update keys every NLP task accepts (ELASTIC_REFERENCE.md §1.1).
@@ -164,12 +229,12 @@ def parse_common_update(
     return parse_results_field(task, update), truncate, span
 
 
-def first_window(text: Any, cfg: TaskConfig, tokenizer: Tokenizer) -> tuple[str, list[Window], bool]:
-    """``(text, [first window], is_truncated)``: Elasticsearch reads only ``R[0]`` for ner, text_embedding,
+def first_window(tokenizer: Tokenizer, text: Any, cfg: TaskConfig) -> Prepared:
+    """The text with only its first window: Elasticsearch reads only ``R[0]`` for ner, text_embedding,
     text_expansion and pass_through, so running later windows would cost time for nothing."""
     text = require_text(text)
     tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
-    return text, tokenized.windows[:1], tokenized.is_truncated
+    return Prepared(text=text, windows=tokenized.windows[:1], is_truncated=tokenized.is_truncated)
 
 
 def reject_span(task: str, span: int, with_value: bool = True) -> None:
@@ -216,12 +281,11 @@ def require_text(text: Any) -> str:
     return text
 
 
-def first_output(outputs: Sequence[tuple[np.ndarray, ...]], index: int, task: str) -> np.ndarray:
-    """The task's main graph output for row ``index``, as float32 (what the kernels take)."""
-    row = outputs[index]
-    if not row:
-        raise ModelError(f"[{task}] model returned no outputs for row [{index}]")
-    return np.ascontiguousarray(row[0], dtype=np.float32)
+def graph_output(task: str, row: tuple[np.ndarray, ...], index: int = 0) -> np.ndarray:
+    """Graph output ``index`` (manifest order) of one window, as C-contiguous float32 (what the kernels take)."""
+    if len(row) <= index:
+        raise ModelError(f"[{task}] expected at least [{index + 1}] outputs from the model; got [{len(row)}]")
+    return np.ascontiguousarray(row[index], dtype=np.float32)
 
 
 def check_row_count(task: str, outputs: Sequence[tuple[np.ndarray, ...]], expected: int) -> None:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import _kernels
 from ..errors import InferenceFailed, InvalidInput, ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
+    TaskRunner,
     check_keys,
-    check_row_count,
-    first_output,
+    graph_output,
     parse_int,
     parse_results_field,
     parse_tokenization,
@@ -26,9 +26,7 @@ from .common import (
     unwrap_update,
     with_truncation,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import TokenScores
 
 NAME = "fill_mask"
 # Elasticsearch's FillMaskConfig.DEFAULT_NUM_RESULTS; its public _infer page says 0, the code says 5.
@@ -44,22 +42,21 @@ class FillMaskConfig(TaskConfig):
 
 @dataclasses.dataclass
 class FillMaskPrepared(Prepared):
-    """Where the mask sits, and the tokenizer that decodes predicted ids (finish has no other)."""
+    """Where the mask sits: the one token whose logits ``finish`` reads."""
 
     mask_token: str
     mask_position: int
-    tokenizer: Tokenizer
 
 
-class FillMask:
+class FillMask(TaskRunner[FillMaskConfig, FillMaskPrepared, TokenScores]):
     """The fill_mask task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> FillMaskConfig:
+    def parse_config(self, config: Mapping[str, Any] | None) -> FillMaskConfig:
         update = unwrap_update(NAME, config)
         check_keys(NAME, update, {"num_top_classes"})
-        truncate, span = parse_tokenization(manifest, update)
+        truncate, span = parse_tokenization(self.manifest, update)
         reject_span(NAME, span)
         return FillMaskConfig(
             results_field=parse_results_field(NAME, update),
@@ -68,8 +65,9 @@ class FillMask:
             num_top_classes=parse_int(NAME, update, "num_top_classes", DEFAULT_NUM_TOP_CLASSES, -1),
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> FillMaskPrepared:
+    def prepare(self, text: str, cfg: FillMaskConfig) -> FillMaskPrepared:
         text = require_text(text)
+        tokenizer = self.tokenizer
         mask = tokenizer.mask_token
         if tokenizer.mask_token_id < 0:
             # A model/vocabulary mismatch, not a bad request: Elasticsearch answers 409 here.
@@ -92,26 +90,27 @@ class FillMask:
             is_truncated=tokenized.is_truncated,
             mask_token=mask,
             mask_position=int(positions[0]),
-            tokenizer=tokenizer,
         )
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        assert isinstance(prepared, FillMaskPrepared) and isinstance(cfg, FillMaskConfig)
-        check_row_count(NAME, outputs, 1)
-        logits = first_output(outputs, 0, NAME)
-        if logits.ndim != 2 or logits.shape[0] <= prepared.mask_position:
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: FillMaskConfig) -> TokenScores:
+        logits = graph_output(NAME, row)
+        if logits.ndim != 2 or logits.shape[0] != len(window.input_ids):
             raise ModelError(
-                f"[{NAME}] expected MLM logits of shape [sequence, vocabulary] covering token "
-                f"[{prepared.mask_position}]; got shape {list(logits.shape)}"
+                f"[{NAME}] expected MLM logits of shape [sequence, vocabulary] for the "
+                f"[{len(window.input_ids)}] tokens of the text; got shape {list(logits.shape)}"
             )
+        return TokenScores(logits)
+
+    def result(
+        self, prepared: FillMaskPrepared, outputs: list[TokenScores], cfg: FillMaskConfig
+    ) -> dict[str, Any]:
+        logits = outputs[0].logits  # one window: prepare never windows a fill_mask text
         # k == 0 still needs the top-1 for predicted_value (ES computes it and drops the list).
         k = -1 if cfg.num_top_classes < 0 else max(cfg.num_top_classes, 1)
         indices, probabilities = _kernels.softmax_topk(
             logits[prepared.mask_position : prepared.mask_position + 1], k
         )
-        tokens = [prepared.tokenizer.decode_token(int(i)) for i in indices[0]]
+        tokens = [self.tokenizer.decode_token(int(i)) for i in indices[0]]
         scores = [float(p) for p in probabilities[0]]
         field = cfg.results_field
         result: dict[str, Any] = {field: tokens[0]}
@@ -123,4 +122,4 @@ class FillMask:
         return with_truncation(result, prepared.is_truncated)
 
 
-TASK = FillMask()
+TASK = FillMask

@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import _kernels
 from ..errors import ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
-    check_row_count,
-    first_output,
+    TaskRunner,
     first_window,
+    graph_output,
     parse_common_update,
     reject_span,
     with_truncation,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import TokenScores
 
 NAME = "ner"
 # NerConfig's default map when a model has no classification_labels (the CoNLL-2003 scheme).
 DEFAULT_LABELS = ("O", "B_MISC", "I_MISC", "B_PER", "I_PER", "B_ORG", "I_ORG", "B_LOC", "I_LOC")
-# iob_decode's tag kinds.
-KIND_OUTSIDE, KIND_BEGIN, KIND_INSIDE = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +65,10 @@ def parse_labels(labels: Sequence[str]) -> tuple[tuple[int, ...], tuple[int, ...
                 f"[{NAME}] [classification_labels] must be IOB tags starting with B-, I-, B_, I_ or O; got [{label}]"
             )
         if upper == "O":
-            kinds.append(KIND_OUTSIDE)
+            kinds.append(_kernels.IOB_OUTSIDE)
             entities.append(-1)
             continue
-        kinds.append(KIND_BEGIN if upper.startswith("B") else KIND_INSIDE)
+        kinds.append(_kernels.IOB_BEGIN if upper.startswith("B") else _kernels.IOB_INSIDE)
         entity = upper[2:] if upper.startswith(("I-", "B-", "I_", "B_")) else upper
         if entity not in names:
             names.append(entity)
@@ -80,12 +76,13 @@ def parse_labels(labels: Sequence[str]) -> tuple[tuple[int, ...], tuple[int, ...
     return tuple(kinds), tuple(entities), tuple(names)
 
 
-class Ner:
+class Ner(TaskRunner[NerConfig, Prepared, TokenScores]):
     """The ner task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> NerConfig:
+    def parse_config(self, config: Mapping[str, Any] | None) -> NerConfig:
+        manifest = self.manifest
         results_field, truncate, span = parse_common_update(NAME, manifest, config)
         reject_span(NAME, span)
         labels = tuple(manifest.labels) if manifest.labels else DEFAULT_LABELS
@@ -101,25 +98,23 @@ class Ner:
             entity_names=names,
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
+    def prepare(self, text: str, cfg: NerConfig) -> Prepared:
         # No windowing for NER: only the first max_sequence_length tokens are analysed.
-        text, windows, is_truncated = first_window(text, cfg, tokenizer)
-        return Prepared(text=text, windows=windows, is_truncated=is_truncated)
+        return first_window(self.tokenizer, text, cfg)
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        assert isinstance(cfg, NerConfig)
-        check_row_count(NAME, outputs, 1)
-        window = prepared.windows[0]
-        logits = first_output(outputs, 0, NAME)
-        if logits.ndim != 2 or logits.shape != (len(window.input_ids), len(cfg.labels)):
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: NerConfig) -> TokenScores:
+        logits = graph_output(NAME, row)
+        if logits.shape != (len(window.input_ids), len(cfg.labels)):
             raise ModelError(
                 f"[{NAME}] expected token logits of shape [{len(window.input_ids)}, {len(cfg.labels)}] "
                 f"(tokens, labels); got {list(logits.shape)}"
             )
+        return TokenScores(logits)
+
+    def result(self, prepared: Prepared, outputs: list[TokenScores], cfg: NerConfig) -> dict[str, Any]:
+        window = prepared.windows[0]
         groups = _kernels.iob_decode(
-            logits,
+            outputs[0].logits,
             np.ascontiguousarray(window.word_ids, dtype=np.int32),
             np.asarray(cfg.tag_kinds, dtype=np.int8),
             np.asarray(cfg.tag_entities, dtype=np.int32),
@@ -162,4 +157,4 @@ def annotate(text: str, entities: Sequence[Mapping[str, Any]]) -> str:
     return "".join(pieces)
 
 
-TASK = Ner()
+TASK = Ner

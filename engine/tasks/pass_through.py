@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
-    check_row_count,
+    TaskRunner,
     first_window,
     parse_common_update,
     with_truncation,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import Rows
 
 NAME = "pass_through"
 
@@ -30,32 +28,31 @@ class PassThroughConfig(TaskConfig):
     """PassThrough has only the common settings."""
 
 
-class PassThrough:
+class PassThrough(TaskRunner[PassThroughConfig, Prepared, Rows]):
     """The pass_through task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> PassThroughConfig:
-        results_field, truncate, span = parse_common_update(NAME, manifest, config)
+    def parse_config(self, config: Mapping[str, Any] | None) -> PassThroughConfig:
+        results_field, truncate, span = parse_common_update(NAME, self.manifest, config)
         return PassThroughConfig(results_field=results_field, truncate=truncate, span=span)
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        text, windows, is_truncated = first_window(text, cfg, tokenizer)
-        return Prepared(text=text, windows=windows, is_truncated=is_truncated)
+    def prepare(self, text: str, cfg: PassThroughConfig) -> Prepared:
+        return first_window(self.tokenizer, text, cfg)
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        check_row_count(NAME, outputs, 1)
-        if not outputs[0]:
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: PassThroughConfig) -> Rows:
+        if not row:
             raise ModelError(f"[{NAME}] model returned no outputs")
-        values = np.asarray(outputs[0][0], dtype=np.float64)
+        values = np.asarray(row[0], dtype=np.float64)
         if values.ndim == 1:
             # A pooled [hidden] output still reads as ES's 2-D R[0]: one row.
             values = values[None, :]
         if values.ndim != 2:
             raise ModelError(f"[{NAME}] expected a 2-D output per text; got shape {list(values.shape)}")
-        return with_truncation({cfg.results_field: values.tolist()}, prepared.is_truncated)
+        return Rows(values)
+
+    def result(self, prepared: Prepared, outputs: list[Rows], cfg: PassThroughConfig) -> dict[str, Any]:
+        return with_truncation({cfg.results_field: outputs[0].values.tolist()}, prepared.is_truncated)
 
 
-TASK = PassThrough()
+TASK = PassThrough

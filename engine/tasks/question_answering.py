@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import _kernels
 from ..errors import InvalidInput, ModelError
 from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
+    TaskRunner,
     check_keys,
-    check_row_count,
+    graph_output,
     parse_int,
     parse_results_field,
     parse_tokenization,
@@ -23,9 +25,7 @@ from .common import (
     unwrap_update,
     with_truncation,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import SpanLogits
 
 NAME = "question_answering"
 DEFAULT_MAX_ANSWER_LENGTH = 15
@@ -33,9 +33,6 @@ DEFAULT_NUM_TOP_CLASSES = 0
 QUESTION_REQUIRED = (
     "please provide configuration update for question_answering task including the desired [question]"
 )
-# Padding value for the shorter windows when the per-window logits are stacked: the same value
-# the kernel masks non-context positions with, so padding can never win.
-MASKED_LOGIT = -10000.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +61,12 @@ def find_outputs(manifest: Manifest) -> tuple[int, int]:
     return start, end
 
 
-class QuestionAnswering:
+class QuestionAnswering(TaskRunner[QuestionAnsweringConfig, Prepared, SpanLogits]):
     """The question_answering task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> QuestionAnsweringConfig:
+    def parse_config(self, config: Mapping[str, Any] | None) -> QuestionAnsweringConfig:
         update = unwrap_update(NAME, config)
         check_keys(NAME, update, {"question", "num_top_classes", "max_answer_length"})
         question = update.get("question")
@@ -77,8 +74,8 @@ class QuestionAnswering:
             raise InvalidInput(QUESTION_REQUIRED)
         if not isinstance(question, str) or not question.strip():
             raise InvalidInput(f"[{NAME}] [question] must be a non-empty string; got [{question}]")
-        truncate, span = parse_tokenization(manifest, update)
-        start_output, end_output = find_outputs(manifest)
+        truncate, span = parse_tokenization(self.manifest, update)
+        start_output, end_output = find_outputs(self.manifest)
         return QuestionAnsweringConfig(
             results_field=parse_results_field(NAME, update),
             truncate=truncate,
@@ -90,34 +87,36 @@ class QuestionAnswering:
             end_output=end_output,
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        assert isinstance(cfg, QuestionAnsweringConfig)
+    def prepare(self, text: str, cfg: QuestionAnsweringConfig) -> Prepared:
         text = require_text(text)
-        tokenized = tokenizer.pair(cfg.question, text, cfg.truncate, cfg.span)
+        tokenized = self.tokenizer.pair(cfg.question, text, cfg.truncate, cfg.span)
         return Prepared(text=text, windows=tokenized.windows, is_truncated=tokenized.is_truncated)
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        assert isinstance(cfg, QuestionAnsweringConfig)
-        windows = prepared.windows
-        check_row_count(NAME, outputs, len(windows))
-        longest = max(len(window.input_ids) for window in windows)
-        starts = np.full((len(windows), longest), MASKED_LOGIT, dtype=np.float32)
-        ends = np.full((len(windows), longest), MASKED_LOGIT, dtype=np.float32)
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: QuestionAnsweringConfig) -> SpanLogits:
         needed = max(cfg.start_output, cfg.end_output) + 1
-        for row, (window, output) in enumerate(zip(windows, outputs, strict=True)):
-            if len(output) < needed:
-                raise ModelError(f"[{NAME}] expected start and end logits; got [{len(output)}] outputs")
-            start = np.asarray(output[cfg.start_output], dtype=np.float32).reshape(-1)
-            end = np.asarray(output[cfg.end_output], dtype=np.float32).reshape(-1)
-            if start.shape[0] != len(window.input_ids) or end.shape[0] != len(window.input_ids):
-                raise ModelError(
-                    f"[{NAME}] expected [{len(window.input_ids)}] start and end logits for window [{row}]; "
-                    f"got [{start.shape[0]}] and [{end.shape[0]}]"
-                )
-            starts[row, : start.shape[0]] = start
-            ends[row, : end.shape[0]] = end
+        if len(row) < needed:
+            raise ModelError(f"[{NAME}] expected start and end logits; got [{len(row)}] outputs")
+        start = graph_output(NAME, row, cfg.start_output).reshape(-1)
+        end = graph_output(NAME, row, cfg.end_output).reshape(-1)
+        if start.shape[0] != len(window.input_ids) or end.shape[0] != len(window.input_ids):
+            raise ModelError(
+                f"[{NAME}] expected [{len(window.input_ids)}] start and end logits per window; "
+                f"got [{start.shape[0]}] and [{end.shape[0]}]"
+            )
+        return SpanLogits(start, end)
+
+    def result(
+        self, prepared: Prepared, outputs: list[SpanLogits], cfg: QuestionAnsweringConfig
+    ) -> dict[str, Any]:
+        windows = prepared.windows
+        longest = max(len(window.input_ids) for window in windows)
+        # The shorter windows are padded with the value the kernel masks non-context positions
+        # with, so padding can never win.
+        starts = np.full((len(windows), longest), _kernels.QA_MASKED_LOGIT, dtype=np.float32)
+        ends = np.full((len(windows), longest), _kernels.QA_MASKED_LOGIT, dtype=np.float32)
+        for row, output in enumerate(outputs):
+            starts[row, : output.start.shape[0]] = output.start
+            ends[row, : output.end.shape[0]] = output.end
         spans = _kernels.qa_top_spans(
             starts,
             ends,
@@ -161,4 +160,4 @@ class QuestionAnswering:
         return with_truncation(result, prepared.is_truncated)
 
 
-TASK = QuestionAnswering()
+TASK = QuestionAnswering

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import _kernels
 from ..errors import InvalidInput, ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
+    TaskRunner,
     check_keys,
-    check_row_count,
     classification_result,
-    first_output,
+    graph_output,
     parse_int,
     parse_results_field,
     parse_string_list,
@@ -32,9 +32,7 @@ from .common import (
     sort_descending,
     unwrap_update,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import Vector
 
 NAME = "text_classification"
 DEFAULT_NUM_TOP_CLASSES = 0
@@ -48,20 +46,20 @@ class TextClassificationConfig(TaskConfig):
     num_top_classes: int = DEFAULT_NUM_TOP_CLASSES
 
 
-class TextClassification:
+class TextClassification(TaskRunner[TextClassificationConfig, Prepared, Vector]):
     """The text_classification task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TextClassificationConfig:
+    def parse_config(self, config: Mapping[str, Any] | None) -> TextClassificationConfig:
         update = unwrap_update(NAME, config)
         check_keys(NAME, update, {"num_top_classes", "classification_labels"})
-        truncate, span = parse_tokenization(manifest, update)
+        truncate, span = parse_tokenization(self.manifest, update)
         if update.get("classification_labels") is not None:
             labels = parse_string_list(NAME, update["classification_labels"], "classification_labels")
             error: type[InvalidInput] | type[ModelError] = InvalidInput
         else:
-            labels = tuple(manifest.labels or ())
+            labels = tuple(self.manifest.labels or ())
             error = ModelError
         if len(labels) < 2:
             raise error(f"[{NAME}] requires at least 2 [classification_labels]")
@@ -73,23 +71,23 @@ class TextClassification:
             num_top_classes=parse_int(NAME, update, "num_top_classes", DEFAULT_NUM_TOP_CLASSES, -1),
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
+    def prepare(self, text: str, cfg: TextClassificationConfig) -> Prepared:
         text = require_text(text)
-        tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
+        tokenized = self.tokenizer.single(text, cfg.truncate, cfg.span)
         return Prepared(text=text, windows=tokenized.windows, is_truncated=tokenized.is_truncated)
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: TextClassificationConfig) -> Vector:
+        logits = graph_output(NAME, row).reshape(-1)
+        if logits.shape[0] != len(cfg.labels):
+            raise ModelError(
+                f"Expected exactly [{len(cfg.labels)}] values in text classification result; got [{logits.shape[0]}]"
+            )
+        return Vector(logits)
+
+    def result(
+        self, prepared: Prepared, outputs: list[Vector], cfg: TextClassificationConfig
     ) -> dict[str, Any]:
-        assert isinstance(cfg, TextClassificationConfig)
-        check_row_count(NAME, outputs, len(prepared.windows))
-        rows = [first_output(outputs, i, NAME).reshape(-1) for i in range(len(outputs))]
-        for row in rows:
-            if row.shape[0] != len(cfg.labels):
-                raise ModelError(
-                    f"Expected exactly [{len(cfg.labels)}] values in text classification result; got [{row.shape[0]}]"
-                )
-        probabilities = _kernels.softmax_rows(np.stack(rows)).mean(axis=0)
+        probabilities = _kernels.softmax_rows(np.stack([output.values for output in outputs])).mean(axis=0)
         order = sort_descending(probabilities)
         return classification_result(
             cfg.results_field,
@@ -100,4 +98,4 @@ class TextClassification:
         )
 
 
-TASK = TextClassification()
+TASK = TextClassification

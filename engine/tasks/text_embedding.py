@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
-    check_row_count,
-    first_output,
+    TaskRunner,
     first_window,
+    graph_output,
     parse_common_update,
     reject_span,
     with_truncation,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import Vector
 
 NAME = "text_embedding"
 
@@ -34,38 +32,37 @@ class TextEmbeddingConfig(TaskConfig):
     embedding_size: int | None = None
 
 
-class TextEmbedding:
+class TextEmbedding(TaskRunner[TextEmbeddingConfig, Prepared, Vector]):
     """The text_embedding task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TextEmbeddingConfig:
-        results_field, truncate, span = parse_common_update(NAME, manifest, config)
+    def parse_config(self, config: Mapping[str, Any] | None) -> TextEmbeddingConfig:
+        results_field, truncate, span = parse_common_update(NAME, self.manifest, config)
         reject_span(NAME, span, with_value=False)
         return TextEmbeddingConfig(
             results_field=results_field,
             truncate=truncate,
             span=span,
-            embedding_size=manifest.embedding_size,
+            embedding_size=self.manifest.embedding_size,
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        text, windows, is_truncated = first_window(text, cfg, tokenizer)
-        return Prepared(text=text, windows=windows, is_truncated=is_truncated)
+    def prepare(self, text: str, cfg: TextEmbeddingConfig) -> Prepared:
+        return first_window(self.tokenizer, text, cfg)
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        assert isinstance(cfg, TextEmbeddingConfig)
-        check_row_count(NAME, outputs, 1)
-        vector = first_output(outputs, 0, NAME)
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: TextEmbeddingConfig) -> Vector:
+        vector = graph_output(NAME, row)
         if vector.ndim != 1 or (cfg.embedding_size is not None and vector.shape[0] != cfg.embedding_size):
             expected = cfg.embedding_size if cfg.embedding_size is not None else "dim"
             raise ModelError(
                 f"[{NAME}] expected one embedding of shape [{expected}] per text; got {list(vector.shape)}"
             )
+        return Vector(vector)
+
+    def result(self, prepared: Prepared, outputs: list[Vector], cfg: TextEmbeddingConfig) -> dict[str, Any]:
         # float32 widened to double, as ES's MlTextEmbeddingResults holds double[].
-        return with_truncation({cfg.results_field: vector.astype(np.float64).tolist()}, prepared.is_truncated)
+        vector = outputs[0].values.astype(np.float64).tolist()
+        return with_truncation({cfg.results_field: vector}, prepared.is_truncated)
 
 
-TASK = TextEmbedding()
+TASK = TextEmbedding

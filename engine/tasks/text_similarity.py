@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInput, ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
+    TaskRunner,
     check_keys,
-    check_row_count,
-    first_output,
+    graph_output,
     parse_results_field,
     parse_tokenization,
     require_text,
     unwrap_update,
     with_truncation,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import Vector
 
 NAME = "text_similarity"
 TEXT_REQUIRED = "please provide configuration update for text_similarity task including the desired [text]"
@@ -43,12 +41,12 @@ class TextSimilarityConfig(TaskConfig):
     span_score_combination_function: str = "max"
 
 
-class TextSimilarity:
+class TextSimilarity(TaskRunner[TextSimilarityConfig, Prepared, Vector]):
     """The text_similarity task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> TextSimilarityConfig:
+    def parse_config(self, config: Mapping[str, Any] | None) -> TextSimilarityConfig:
         update = unwrap_update(NAME, config)
         check_keys(NAME, update, {"text", "span_score_combination_function"})
         text = update.get("text")
@@ -61,7 +59,7 @@ class TextSimilarity:
             raise InvalidInput(
                 f"[{NAME}] [span_score_combination_function] must be one of {list(COMBINATIONS)}; got [{combination}]"
             )
-        truncate, span = parse_tokenization(manifest, update)
+        truncate, span = parse_tokenization(self.manifest, update)
         return TextSimilarityConfig(
             results_field=parse_results_field(NAME, update),
             truncate=truncate,
@@ -70,26 +68,22 @@ class TextSimilarity:
             span_score_combination_function=combination.lower(),
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        assert isinstance(cfg, TextSimilarityConfig)
+    def prepare(self, text: str, cfg: TextSimilarityConfig) -> Prepared:
         text = require_text(text)
         # seq1 is the query (cfg.text), seq2 the document being scored, which is what gets windowed.
-        tokenized = tokenizer.pair(cfg.text, text, cfg.truncate, cfg.span)
+        tokenized = self.tokenizer.pair(cfg.text, text, cfg.truncate, cfg.span)
         return Prepared(text=text, windows=tokenized.windows, is_truncated=tokenized.is_truncated)
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        assert isinstance(cfg, TextSimilarityConfig)
-        check_row_count(NAME, outputs, len(prepared.windows))
-        scores = []
-        for index in range(len(outputs)):
-            row = first_output(outputs, index, NAME).reshape(-1)
-            if row.shape[0] != 1:
-                raise ModelError(f"Expected exactly [1] value in {NAME} result; got [{row.shape[0]}]")
-            scores.append(float(row[0]))
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: TextSimilarityConfig) -> Vector:
+        logit = graph_output(NAME, row).reshape(-1)
+        if logit.shape[0] != 1:
+            raise ModelError(f"Expected exactly [1] value in {NAME} result; got [{logit.shape[0]}]")
+        return Vector(logit)
+
+    def result(self, prepared: Prepared, outputs: list[Vector], cfg: TextSimilarityConfig) -> dict[str, Any]:
+        scores = [float(output.values[0]) for output in outputs]
         score = max(scores) if cfg.span_score_combination_function == "max" else sum(scores) / len(scores)
         return with_truncation({cfg.results_field: score}, prepared.is_truncated)
 
 
-TASK = TextSimilarity()
+TASK = TextSimilarity

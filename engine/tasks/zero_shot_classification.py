@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import _kernels
 from ..errors import InvalidInput, ModelError
-from ..manifest import Manifest
+from ..tokenization import Window
 from .common import (
     Prepared,
     TaskConfig,
+    TaskRunner,
     check_keys,
     check_row_count,
     classification_result,
-    first_output,
+    graph_output,
     parse_bool,
     parse_results_field,
     parse_string_list,
@@ -27,9 +28,7 @@ from .common import (
     sort_descending,
     unwrap_update,
 )
-
-if TYPE_CHECKING:
-    from ..tokenization import Tokenizer
+from .outputs import Vector
 
 NAME = "zero_shot_classification"
 DEFAULT_HYPOTHESIS_TEMPLATE = "This example is {}."
@@ -66,12 +65,13 @@ def nli_indices(classification_labels: list[str] | None) -> tuple[int, int]:
     return lowered.index("entailment"), lowered.index("contradiction")
 
 
-class ZeroShotClassification:
+class ZeroShotClassification(TaskRunner[ZeroShotClassificationConfig, Prepared, Vector]):
     """The zero_shot_classification task (see the module docstring)."""
 
     name = NAME
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> ZeroShotClassificationConfig:
+    def parse_config(self, config: Mapping[str, Any] | None) -> ZeroShotClassificationConfig:
+        manifest = self.manifest
         update = unwrap_update(NAME, config)
         check_keys(NAME, update, {"labels", "multi_label"})
         truncate, span = parse_tokenization(manifest, update)
@@ -99,36 +99,44 @@ class ZeroShotClassification:
             nli_label_count=len(manifest.labels or ()),
         )
 
-    def prepare(self, text: str, cfg: TaskConfig, tokenizer: Tokenizer) -> Prepared:
-        assert isinstance(cfg, ZeroShotClassificationConfig)
+    def prepare(self, text: str, cfg: ZeroShotClassificationConfig) -> Prepared:
         text = require_text(text)
         # Plain replacement, not str.format: a label or template may hold other braces.
         hypotheses = [cfg.hypothesis_template.replace("{}", label) for label in cfg.labels]
-        tokenized = tokenizer.pairs(text, hypotheses, cfg.truncate)
+        tokenized = self.tokenizer.pairs(text, hypotheses, cfg.truncate)
         return Prepared(
             text=text,
             windows=[pair.windows[0] for pair in tokenized],
             is_truncated=any(pair.is_truncated for pair in tokenized),
         )
 
-    def finish(
-        self, prepared: Prepared, outputs: list[tuple[np.ndarray, ...]], cfg: TaskConfig
-    ) -> dict[str, Any]:
-        assert isinstance(cfg, ZeroShotClassificationConfig)
+    def check_rows(
+        self, prepared: Prepared, outputs: Sequence[tuple[np.ndarray, ...]], cfg: ZeroShotClassificationConfig
+    ) -> None:
+        # One row per candidate label, with Elasticsearch's message when the count is off.
         if len(outputs) != len(cfg.labels):
             raise ModelError(
                 f"Expected exactly [{len(cfg.labels)}] values in zero shot classification result; got [{len(outputs)}]"
             )
         check_row_count(NAME, outputs, len(prepared.windows))
-        rows = [first_output(outputs, i, NAME).reshape(-1) for i in range(len(outputs))]
-        for row in rows:
-            if row.shape[0] != cfg.nli_label_count:
-                raise ModelError(
-                    f"Expected exactly [{cfg.nli_label_count}] values in inner zero shot classification result; "
-                    f"got [{row.shape[0]}]"
-                )
+
+    def read(self, row: tuple[np.ndarray, ...], window: Window, cfg: ZeroShotClassificationConfig) -> Vector:
+        logits = graph_output(NAME, row).reshape(-1)
+        if logits.shape[0] != cfg.nli_label_count:
+            raise ModelError(
+                f"Expected exactly [{cfg.nli_label_count}] values in inner zero shot classification result; "
+                f"got [{logits.shape[0]}]"
+            )
+        return Vector(logits)
+
+    def result(
+        self, prepared: Prepared, outputs: list[Vector], cfg: ZeroShotClassificationConfig
+    ) -> dict[str, Any]:
         scores = _kernels.nli_scores(
-            np.stack(rows), cfg.entailment_index, cfg.contradiction_index, cfg.multi_label
+            np.stack([output.values for output in outputs]),
+            cfg.entailment_index,
+            cfg.contradiction_index,
+            cfg.multi_label,
         )
         order = sort_descending(scores)
         return classification_result(
@@ -140,4 +148,4 @@ class ZeroShotClassification:
         )
 
 
-TASK = ZeroShotClassification()
+TASK = ZeroShotClassification

@@ -1,4 +1,4 @@
-"""Load the golden task cases (``tests/golden/<task>.json``) and run them through ``finish``.
+"""Load the golden task cases (``tests/golden/<task>.json``) and run them through a runner's ``finish``.
 
 Each case fixes everything ``finish`` sees: the manifest fields that matter, the request's config
 update, the prepared windows (ids, word ids, offsets), the graph outputs per window, and the result
@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from engine.manifest import Manifest, TokenizationConfig
-from engine.tasks import Prepared, get_task
+from engine.tasks import Prepared, TaskRunner, get_task
 from engine.tasks.fill_mask import FillMaskPrepared
-from engine.tasks.text_expansion import TextExpansionPrepared
 from engine.tokenization import Window
 
 GOLDEN_DIR = Path(__file__).resolve().parent
@@ -87,23 +86,25 @@ def build_prepared(case: dict[str, Any]) -> Prepared:
     windows = [build_window(spec) for spec in case["windows"]]
     common = {"text": case["text"], "windows": windows, "is_truncated": case["is_truncated"]}
     if case["task"] == "fill_mask":
-        tokenizer = VocabularyTokenizer(case["vocab"])
         mask_id = case["vocab"].index(case["mask_token"])
         position = int(np.flatnonzero(windows[0].input_ids == mask_id)[0])
-        return FillMaskPrepared(
-            **common, mask_token=case["mask_token"], mask_position=position, tokenizer=tokenizer
-        )
-    if case["task"] == "text_expansion":
-        return TextExpansionPrepared(**common, tokenizer=VocabularyTokenizer(case["vocab"]))
+        return FillMaskPrepared(**common, mask_token=case["mask_token"], mask_position=position)
     return Prepared(**common)
+
+
+def build_runner(case: dict[str, Any]) -> TaskRunner[Any, Any, Any]:
+    """The case's task bound to its manifest, with a tokenizer that only decodes the case's vocabulary
+    (fill_mask and text_expansion name vocabulary entries; the other tasks never touch it)."""
+    tokenizer: Any = VocabularyTokenizer(case.get("vocab", ()))
+    return get_task(case["task"]).bind(build_manifest(case), tokenizer, package=f"golden:{case['name']}")
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """parse_config on the case's manifest and update, then finish on its fixed outputs."""
-    task = get_task(case["task"])
-    cfg = task.parse_config(build_manifest(case), case["config"])
+    runner = build_runner(case)
+    cfg = runner.parse_config(case["config"])
     outputs = [tuple(np.asarray(output, dtype=np.float32) for output in row) for row in case["outputs"]]
-    return task.finish(build_prepared(case), outputs, cfg)
+    return runner.finish(build_prepared(case), outputs, cfg)
 
 
 def assert_matches(actual: Any, expected: Any, tolerance: float, path: str = "result") -> None:

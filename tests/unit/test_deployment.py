@@ -145,16 +145,18 @@ def rows_for(text: str, cfg: FakeConfig) -> list[Window]:
     return windows
 
 
-class FakeTask:
+class FakeRunner:
+    """A task runner (engine.tasks.TaskRunner's three calls) over the fake graph's outputs."""
+
     name = "text_embedding"
 
-    def parse_config(self, manifest: Manifest, config: Mapping[str, Any]) -> FakeConfig:
+    def parse_config(self, config: Mapping[str, Any]) -> FakeConfig:
         unknown = set(config) - {"window", "tag"}
         if unknown:
             raise InvalidInput(f"unknown field {sorted(unknown)}")
         return FakeConfig(**config)
 
-    def prepare(self, text: str, cfg: FakeConfig, tokenizer: Any) -> FakePrepared:
+    def prepare(self, text: str, cfg: FakeConfig) -> FakePrepared:
         if not text.strip():
             raise InvalidInput("text must not be empty")
         return FakePrepared(text, rows_for(text, cfg))
@@ -198,7 +200,7 @@ class FakePackage:
     path: Path
     manifest: Manifest
     tokenizer: FakeTokenizer
-    task: FakeTask
+    runner: FakeRunner
 
     @property
     def graph_path(self) -> Path:
@@ -225,7 +227,7 @@ def make_package(directory: Path, with_types: bool = True) -> FakePackage:
         tokenizer="tokenizer.json",
         tokenization=TokenizationConfig(),
     )
-    return FakePackage(directory, manifest, FakeTokenizer(), FakeTask())
+    return FakePackage(directory, manifest, FakeTokenizer(), FakeRunner())
 
 
 @pytest.fixture(scope="module")

@@ -69,14 +69,14 @@ def run_model(
     **tokenization: Any,
 ) -> Iterator[tuple[Prepared, list[tuple[np.ndarray, ...]], dict, Any]]:
     """For each text: the prepared windows, PyTorch's outputs on them, and finish's result."""
-    task = get_task(task_name)
     manifest = manifest_for(task_name, model_dir, **tokenization)
     tokenizer = Tokenizer.from_file(model_dir / "tokenizer.json", manifest.tokenization)
-    cfg = task.parse_config(manifest, update)
+    runner = get_task(task_name).bind(manifest, tokenizer)
+    cfg = runner.parse_config(update)
     for text in texts:
-        prepared = task.prepare(text, cfg, tokenizer)
+        prepared = runner.prepare(text, cfg)
         outputs = [outputs_of(forward(model, window)) for window in prepared.windows]
-        yield prepared, outputs, task.finish(prepared, outputs, cfg), tokenizer
+        yield prepared, outputs, runner.finish(prepared, outputs, cfg), tokenizer
 
 
 def truncation(expected: dict, prepared: Prepared) -> dict:
@@ -224,9 +224,9 @@ def test_zero_shot_matches_elasticsearch(shared_models, shared_data, model_loade
 def test_text_similarity_matches_elasticsearch(shared_models, shared_data, model_loader):
     model_dir = shared_models / "tiny-sts-crossencoder"
     model = model_loader("AutoModelForSequenceClassification", model_dir)
-    task = get_task("text_similarity")
     manifest = manifest_for("text_similarity", model_dir, truncate="none", max_sequence_length=24)
     tokenizer = Tokenizer.from_file(model_dir / "tokenizer.json", manifest.tokenization)
+    task = get_task("text_similarity").bind(manifest, tokenizer)
     for combination in ("max", "mean"):
         for query, document in sts_pairs(shared_data / "sts" / "sts-test_a.csv")[:15]:
             update = {
@@ -234,8 +234,8 @@ def test_text_similarity_matches_elasticsearch(shared_models, shared_data, model
                 "span_score_combination_function": combination,
                 "tokenization": {"span": 4},
             }
-            cfg = task.parse_config(manifest, update)
-            prepared = task.prepare(document, cfg, tokenizer)
+            cfg = task.parse_config(update)
+            prepared = task.prepare(document, cfg)
             outputs = [logits(forward(model, window)) for window in prepared.windows]
             expected = es_reference.text_similarity([float(o[0][0]) for o in outputs], combination)
             result = task.finish(prepared, outputs, cfg)
@@ -245,11 +245,11 @@ def test_text_similarity_matches_elasticsearch(shared_models, shared_data, model
 def test_question_answering_matches_elasticsearch(shared_models, shared_data, model_loader):
     model_dir = shared_models / "tiny-squad"
     model = model_loader("AutoModelForQuestionAnswering", model_dir)
-    task = get_task("question_answering")
     manifest = manifest_for(
         "question_answering", model_dir, max_sequence_length=128, truncate="none", span=32
     )
     tokenizer = Tokenizer.from_file(model_dir / "tokenizer.json", manifest.tokenization)
+    task = get_task("question_answering").bind(manifest, tokenizer)
     articles = json.loads((shared_data / "qa" / "xquad.en.json").read_text())["data"]
     questions = [
         (qa["question"], p["context"])
@@ -259,8 +259,8 @@ def test_question_answering_matches_elasticsearch(shared_models, shared_data, mo
     ]
     windowed = 0
     for question, context in questions:
-        cfg = task.parse_config(manifest, {"question": question, "num_top_classes": 3})
-        prepared = task.prepare(context, cfg, tokenizer)
+        cfg = task.parse_config({"question": question, "num_top_classes": 3})
+        prepared = task.prepare(context, cfg)
         outputs = []
         for window in prepared.windows:
             output = forward(model, window)

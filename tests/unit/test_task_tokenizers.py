@@ -42,11 +42,11 @@ def load_tokenizer(model_dir: Path, manifest: Manifest) -> Tokenizer:
 
 def run(task_name: str, model_dir: Path, text: str, update: dict, logits_for, labels=None, **tokenization):
     """parse_config -> prepare -> finish, with ``logits_for(window) -> tuple of outputs``."""
-    task = get_task(task_name)
     manifest = bert_manifest(task_name, labels, **tokenization)
     tokenizer = load_tokenizer(model_dir, manifest)
-    cfg = task.parse_config(manifest, update)
-    prepared = task.prepare(text, cfg, tokenizer)
+    task = get_task(task_name).bind(manifest, tokenizer)
+    cfg = task.parse_config(update)
+    prepared = task.prepare(text, cfg)
     outputs = [logits_for(window) for window in prepared.windows]
     return prepared, task.finish(prepared, outputs, cfg), tokenizer
 
@@ -100,29 +100,25 @@ def test_fill_mask_end_to_end(splade_dir):
 )
 def test_fill_mask_needs_exactly_one_mask(splade_dir, text, message):
     manifest = bert_manifest("fill_mask")
-    task = get_task("fill_mask")
+    task = get_task("fill_mask").bind(manifest, load_tokenizer(splade_dir, manifest))
     with pytest.raises(InvalidInput) as error:
-        task.prepare(text, task.parse_config(manifest, {}), load_tokenizer(splade_dir, manifest))
+        task.prepare(text, task.parse_config({}))
     assert error.value.message == message
 
 
 def test_fill_mask_truncated_away(splade_dir):
     manifest = bert_manifest("fill_mask", max_sequence_length=6)
-    task = get_task("fill_mask")
+    task = get_task("fill_mask").bind(manifest, load_tokenizer(splade_dir, manifest))
     with pytest.raises(InferenceFailed) as error:
-        task.prepare(
-            "one two three four five [MASK]",
-            task.parse_config(manifest, {}),
-            load_tokenizer(splade_dir, manifest),
-        )
+        task.prepare("one two three four five [MASK]", task.parse_config({}))
     assert error.value.message == "mask token id [103] not found in the tokenization"
 
 
 def test_fill_mask_needs_a_mask_token_in_the_vocabulary():
-    task = get_task("fill_mask")
-    no_mask = SimpleNamespace(mask_token="[MASK]", mask_token_id=-1)
+    no_mask: Any = SimpleNamespace(mask_token="[MASK]", mask_token_id=-1)
+    task = get_task("fill_mask").bind(bert_manifest("fill_mask"), no_mask)
     with pytest.raises(ModelError) as error:
-        task.prepare("The [MASK] sat.", task.parse_config(bert_manifest("fill_mask"), {}), no_mask)
+        task.prepare("The [MASK] sat.", task.parse_config({}))
     assert error.value.message == "[fill_mask] the model's vocabulary has no mask token [[MASK]]"
     assert error.value.status == 409
 
@@ -227,12 +223,10 @@ def test_question_answering_over_windows(minilm_dir):
 
 def test_question_answering_too_long_without_span(minilm_dir):
     manifest = bert_manifest("question_answering", max_sequence_length=12, truncate="none")
-    task = get_task("question_answering")
-    cfg = task.parse_config(manifest, {"question": "Who?"})
+    task = get_task("question_answering").bind(manifest, load_tokenizer(minilm_dir, manifest))
+    cfg = task.parse_config({"question": "Who?"})
     with pytest.raises(InputTooLarge):
-        task.prepare(
-            "a context that is much too long for twelve tokens", cfg, load_tokenizer(minilm_dir, manifest)
-        )
+        task.prepare("a context that is much too long for twelve tokens", cfg)
 
 
 # ------------------------------------------------------------------------- text_classification
@@ -314,12 +308,12 @@ def test_text_similarity_pairs_query_with_document_windows(minilm_dir):
 
 def test_zero_shot_one_row_per_label(minilm_dir):
     labels = ["sports", "politics", "cooking"]
-    task = get_task("zero_shot_classification")
     manifest = bert_manifest("zero_shot_classification", NLI_LABELS, max_sequence_length=12)
     manifest.task_options = {"hypothesis_template": "About {}."}
     tokenizer = load_tokenizer(minilm_dir, manifest)
-    cfg = task.parse_config(manifest, {"labels": labels})
-    prepared = task.prepare("The match went to extra time and penalties", cfg, tokenizer)
+    task = get_task("zero_shot_classification").bind(manifest, tokenizer)
+    cfg = task.parse_config({"labels": labels})
+    prepared = task.prepare("The match went to extra time and penalties", cfg)
     assert len(prepared.windows) == 3 and prepared.is_truncated
     for window, label in zip(prepared.windows, labels, strict=True):
         hypothesis = window.input_ids[window.seq2_start : -1]
@@ -383,10 +377,10 @@ LABELS = {"text_classification": ["a", "b"], "zero_shot_classification": NLI_LAB
 @pytest.mark.parametrize("task_name", TASK_NAMES)
 @pytest.mark.parametrize("text", [None, 42, "", "  \n"])
 def test_every_task_rejects_non_text_and_empty_input(minilm_dir, task_name, text):
-    task = get_task(task_name)
     manifest = bert_manifest(task_name, LABELS.get(task_name))
-    cfg = task.parse_config(manifest, UPDATES.get(task_name, {}))
+    task = get_task(task_name).bind(manifest, load_tokenizer(minilm_dir, manifest))
+    cfg = task.parse_config(UPDATES.get(task_name, {}))
     with pytest.raises(InvalidInput) as error:
-        task.prepare(text, cfg, load_tokenizer(minilm_dir, manifest))
+        task.prepare(text, cfg)
     if not isinstance(text, str):
         assert error.value.message == f"Input value [{text}] for field [text_field] must be a string"

@@ -13,8 +13,7 @@ import pytest
 
 from engine.errors import InvalidInput, ModelError, UnknownTask
 from engine.manifest import TASKS, Manifest, TokenizationConfig
-from engine.tasks import TASK_NAMES, Prepared, get_task
-from engine.tasks.text_expansion import TextExpansionPrepared
+from engine.tasks import TASK_NAMES, Prepared, TaskRunner, get_task
 from tests.golden.loader import DEFAULT_TOLERANCE, assert_matches, build_window, load_cases, run_case
 
 CASES = load_cases()
@@ -54,9 +53,14 @@ def manifest_for(task: str, **tokenization: Any) -> Manifest:
     return make_manifest(task, labels=LABELS.get(task), **tokenization)
 
 
+def bound(manifest: Manifest) -> TaskRunner[Any, Any, Any]:
+    """The manifest's task bound without a tokenizer: these tests never tokenize or decode."""
+    return get_task(manifest.task).bind(manifest, None, package="test-package")  # type: ignore[arg-type]
+
+
 def parse(task: str, update: dict | None = None, **tokenization: Any):
     config = {**REQUIRED.get(task, {}), **(update or {})}
-    return get_task(task).parse_config(manifest_for(task, **tokenization), config)
+    return bound(manifest_for(task, **tokenization)).parse_config(config)
 
 
 def window(n: int = 3, seq2_start: int = -1):
@@ -121,15 +125,15 @@ def test_unknown_update_key_is_named(task):
 
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_nested_update_form(task):
-    cfg = get_task(task).parse_config(
-        manifest_for(task), {task: {**REQUIRED.get(task, {}), "results_field": "nested"}}
+    cfg = bound(manifest_for(task)).parse_config(
+        {task: {**REQUIRED.get(task, {}), "results_field": "nested"}}
     )
     assert cfg.results_field == "nested"
 
 
 def test_update_of_another_task_type_is_refused():
     with pytest.raises(InvalidInput) as error:
-        get_task("ner").parse_config(manifest_for("ner"), {"fill_mask": {}})
+        bound(manifest_for("ner")).parse_config({"fill_mask": {}})
     assert error.value.message == (
         "Inference config of type [ner] can not be updated with a inference request of type [fill_mask]"
     )
@@ -222,7 +226,7 @@ def test_question_answering_config():
     cfg = parse("question_answering")
     assert (cfg.question, cfg.max_answer_length, cfg.num_top_classes) == ("Who?", 15, 0)
     with pytest.raises(InvalidInput) as error:
-        get_task("question_answering").parse_config(manifest_for("question_answering"), {})
+        bound(manifest_for("question_answering")).parse_config({})
     assert error.value.message == (
         "please provide configuration update for question_answering task including the desired [question]"
     )
@@ -237,7 +241,7 @@ def test_question_answering_config():
 def test_question_answering_finds_start_and_end_outputs_by_name():
     manifest = manifest_for("question_answering")
     manifest.outputs = [{"name": "end_logits"}, {"name": "start_logits"}]
-    cfg = get_task("question_answering").parse_config(manifest, {"question": "q"})
+    cfg = bound(manifest).parse_config({"question": "q"})
     assert (cfg.start_output, cfg.end_output) == (1, 0)
 
 
@@ -249,7 +253,7 @@ def test_text_classification_config():
         parse("text_classification", {"classification_labels": ["x"]})
     assert error.value.message == "[text_classification] requires at least 2 [classification_labels]"
     with pytest.raises(ModelError, match="requires at least 2"):
-        get_task("text_classification").parse_config(make_manifest("text_classification"), {})
+        bound(make_manifest("text_classification")).parse_config({})
 
 
 def test_text_similarity_config():
@@ -262,16 +266,15 @@ def test_text_similarity_config():
     with pytest.raises(InvalidInput, match="span_score_combination_function"):
         parse("text_similarity", {"span_score_combination_function": "sum"})
     with pytest.raises(InvalidInput) as error:
-        get_task("text_similarity").parse_config(manifest_for("text_similarity"), {})
+        bound(manifest_for("text_similarity")).parse_config({})
     assert error.value.message == (
         "please provide configuration update for text_similarity task including the desired [text]"
     )
 
 
 def test_zero_shot_labels_template_and_multi_label():
-    task = get_task("zero_shot_classification")
     with pytest.raises(InvalidInput) as error:
-        task.parse_config(make_manifest("zero_shot_classification", labels=NLI_LABELS), {})
+        bound(make_manifest("zero_shot_classification", labels=NLI_LABELS)).parse_config({})
     assert error.value.message == (
         "stored configuration has no [labels] defined, supplied inference_config update must supply [labels]"
     )
@@ -282,42 +285,35 @@ def test_zero_shot_labels_template_and_multi_label():
         labels=["Contradiction", "Entailment", "Neutral"],
         task_options={"labels": ["x", "y"], "hypothesis_template": "It is about {}.", "multi_label": True},
     )
-    cfg = task.parse_config(stored, {})
+    cfg = bound(stored).parse_config({})
     assert cfg.labels == ("x", "y") and cfg.hypothesis_template == "It is about {}." and cfg.multi_label
     assert (cfg.entailment_index, cfg.contradiction_index) == (1, 0)
-    assert task.parse_config(stored, {"labels": ["z"], "multi_label": False}).labels == ("z",)
+    assert bound(stored).parse_config({"labels": ["z"], "multi_label": False}).labels == ("z",)
     assert parse("zero_shot_classification").hypothesis_template == "This example is {}."
 
 
 @pytest.mark.parametrize("labels", [None, ["entailment", "neutral"], ["entailment", "neutral", "other"]])
 def test_zero_shot_needs_nli_labels(labels):
     with pytest.raises(ModelError, match="must contain exactly the three values"):
-        get_task("zero_shot_classification").parse_config(
-            make_manifest("zero_shot_classification", labels=labels), {"labels": ["a"]}
-        )
+        bound(make_manifest("zero_shot_classification", labels=labels)).parse_config({"labels": ["a"]})
 
 
 def test_ner_labels():
     cfg = parse("ner")
     assert cfg.labels[:3] == ("O", "B_MISC", "I_MISC") and cfg.entity_names == ("MISC", "PER", "ORG", "LOC")
-    custom = get_task("ner").parse_config(
-        make_manifest("ner", labels=["O", "B-DRUG", "I-DRUG", "I_dose"]), {}
-    )
+    custom = bound(make_manifest("ner", labels=["O", "B-DRUG", "I-DRUG", "I_dose"])).parse_config({})
     assert custom.entity_names == ("DRUG", "DOSE") and custom.tag_kinds == (0, 1, 2, 2)
     for bad in (["O", "X-PER"], ["B-PER", "I-PER"], ["O", "B-PER", "B-PER"]):
         with pytest.raises(ModelError, match="classification_labels"):
-            get_task("ner").parse_config(make_manifest("ner", labels=bad), {})
+            bound(make_manifest("ner", labels=bad)).parse_config({})
 
 
 # ------------------------------------------------------------------------- output validation
 
 
 def finish(task: str, outputs: list[tuple[np.ndarray, ...]], windows: int = 1, update: dict | None = None):
-    fields = {"text": "some text", "windows": [window() for _ in range(windows)], "is_truncated": False}
-    prepared = (
-        TextExpansionPrepared(**fields, tokenizer=None) if task == "text_expansion" else Prepared(**fields)
-    )
-    return get_task(task).finish(prepared, outputs, parse(task, update))
+    prepared = Prepared(text="some text", windows=[window() for _ in range(windows)], is_truncated=False)
+    return bound(manifest_for(task)).finish(prepared, outputs, parse(task, update))
 
 
 def test_text_similarity_wants_one_logit():
@@ -381,7 +377,8 @@ def test_question_answering_with_no_scoring_span_answers_empty():
     )
     logits = np.array([0.0, 0.0, 0.0, -2000.0, 0.0], np.float32)
     prepared = Prepared(text="word", windows=[win], is_truncated=False)
-    result = get_task("question_answering").finish(prepared, [(logits, logits)], parse("question_answering"))
+    runner = bound(manifest_for("question_answering"))
+    result = runner.finish(prepared, [(logits, logits)], parse("question_answering"))
     assert result == {
         "predicted_value": "",
         "start_offset": 0,
@@ -399,19 +396,39 @@ def test_fill_mask_refuses_unusable_logits():
         is_truncated=False,
         mask_token="[MASK]",
         mask_position=2,
-        tokenizer=None,
     )
     with pytest.raises(ModelError, match="MLM logits"):
-        get_task("fill_mask").finish(prepared, [(np.zeros((2, 5), np.float32),)], parse("fill_mask"))
+        bound(manifest_for("fill_mask")).finish(
+            prepared, [(np.zeros((2, 5), np.float32),)], parse("fill_mask")
+        )
 
 
 def test_embedding_size_checked():
     manifest = manifest_for("text_embedding")
     manifest.embedding_size = 4
-    cfg = get_task("text_embedding").parse_config(manifest, {})
+    runner = bound(manifest)
+    cfg = runner.parse_config({})
     prepared = Prepared(text="x", windows=[window()], is_truncated=False)
     with pytest.raises(ModelError, match=r"\[4\]"):
-        get_task("text_embedding").finish(prepared, [(np.zeros(3, np.float32),)], cfg)
+        runner.finish(prepared, [(np.zeros(3, np.float32),)], cfg)
+
+
+def test_kernel_shape_error_becomes_a_model_error_naming_the_package():
+    # A config whose tag table no longer matches the labels gets past read() (the logits fit the
+    # labels) and reaches iob_decode, which refuses it: the user sees a ModelError (409), not a 500.
+    runner = bound(manifest_for("ner"))
+    cfg = dataclasses.replace(runner.parse_config({}), tag_kinds=(0,))
+    prepared = Prepared(text="abc", windows=[window()], is_truncated=False)
+    with pytest.raises(ModelError) as error:
+        runner.finish(prepared, [(np.zeros((3, 9), np.float32),)], cfg)
+    assert "[ner]" in error.value.message and "[test-package]" in error.value.message
+    assert error.value.status == 409
+
+
+def test_a_runner_names_its_package_by_source_when_not_told():
+    manifest = manifest_for("ner")
+    manifest.source = {"id": "org/model"}
+    assert get_task("ner").bind(manifest, None).package == "org/model"  # type: ignore[arg-type]
 
 
 def test_task_layer_does_not_import_torch():
