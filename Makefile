@@ -1,4 +1,4 @@
-# One command runner (STYLE.md 19). Targets assume the project venv at .venv (override: make PY=python).
+# One command runner (../shared/docs/STYLE.md, rule 19). Targets assume the project venv at .venv (override: make PY=python).
 PY ?= .venv/bin/python
 PIP = $(PY) -m pip
 CMAKE ?= cmake

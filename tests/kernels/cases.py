@@ -1,5 +1,6 @@
 """Kernel inputs at the sizes the tasks see, shared by tests/kernels/test_bench_cases.py and
-bench/bench_kernels.py, so that whatever the benchmark measures is also tested (STYLE.md 18)."""
+bench/bench_kernels.py, so that whatever the benchmark measures is also tested
+(../shared/docs/STYLE.md, rule 18)."""
 
 from __future__ import annotations
 

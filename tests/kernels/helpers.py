@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-#: Sizes around SIMD widths and the 32-value top-k block (STYLE.md 16).
+#: Sizes around SIMD widths and the 32-value top-k block (../shared/docs/STYLE.md, rule 16).
 SIZES = [1, 7, 8, 9, 1023, 1024, 1025]
 SEEDS = [0, 1, 2]
 

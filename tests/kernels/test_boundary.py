@@ -1,5 +1,5 @@
 """The Python/C boundary: argument parsing, dtype/shape/layout checks, errors that leave the module
-usable, signatures and docstring examples (STYLE.md 9, 10, 12)."""
+usable, signatures and docstring examples (../shared/docs/STYLE.md, rules 9, 10, 12)."""
 
 from __future__ import annotations
 

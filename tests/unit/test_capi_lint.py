@@ -1,4 +1,4 @@
-"""A small C-API lint for kernels/pymodule.c (STYLE.md 17).
+"""A small C-API lint for kernels/pymodule.c (../shared/docs/STYLE.md, rule 17).
 
 Checks that every buffer acquired with PyObject_GetBuffer (directly, or through a helper that
 acquires into its caller's Py_buffer) is released with PyBuffer_Release in the same function, that
