@@ -1,0 +1,311 @@
+"""``engine batch``: run one task over a whole file, locally or on Ray Data, every row exactly once.
+
+Input is ``.jsonl`` (one object per line; the text in ``--column``), ``.parquet`` (a column), or ``.txt``
+(one text per line). Output (``.jsonl`` or ``.parquet``) has one record per input row, in input order:
+the input record plus ``<output_column>`` (the result, as ``engine.run`` returns it) or ``error``
+(``{"type", "reason", "status"}``) for a row the task refuses (an empty text, a non-string value):
+a bad row becomes an error record, never a lost row or a dead job. The output is written to
+``<output>.partial`` and renamed when the job is complete, so a file at ``--output`` is always whole.
+
+Locally the rows run on the engine's own deployment (``engine.load``) in chunks below its queue
+capacity, a few chunks in flight so every allocation stays busy; ``--ray`` runs them on Ray Data
+(:func:`engine.ray.infer_dataset`), actors of ``threads_per_allocation`` CPUs with one session each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineError, InvalidInput
+
+INPUT_SUFFIXES = (".jsonl", ".parquet", ".txt")
+OUTPUT_SUFFIXES = (".jsonl", ".parquet")
+DEFAULT_BATCH_SIZE = 64
+ERROR_COLUMN = "error"
+
+Result = tuple[dict[str, Any] | None, dict[str, Any] | None]  # (result, error): exactly one is set
+
+
+def error_record(error: EngineError) -> dict[str, Any]:
+    """A refused row's error, with the fields of an Elasticsearch error body."""
+    return {"type": error.error_type, "reason": error.message, "status": error.status}
+
+
+def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
+             config: Mapping[str, Any]) -> list[Result]:
+    """Every value's ``(result, error)``: the whole chunk in one call, and row by row only when the
+    chunk fails, so one bad row costs its chunk a second pass but never loses the other rows."""
+    texts = [value for value in values if isinstance(value, str)]
+    if len(texts) == len(values):
+        try:
+            return [(result, None) for result in infer(list(texts), **config)]
+        except EngineError:
+            pass  # some row is bad: find it below
+    results: list[Result] = []
+    for value in values:
+        if not isinstance(value, str):
+            refused = InvalidInput(f"Input value [{value!r}] for field [text_field] must be a string")
+            results.append((None, error_record(refused)))
+            continue
+        try:
+            results.append((infer([value], **config)[0], None))
+        except EngineError as error:
+            results.append((None, error_record(error)))
+    return results
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def _suffix(path: str | os.PathLike[str], allowed: tuple[str, ...], what: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in allowed:
+        raise InvalidInput(f"{what} [{path}] must end in one of {list(allowed)}")
+    return suffix
+
+
+def read_records(path: str | os.PathLike[str], column: str) -> Iterator[dict[str, Any]]:
+    """The input rows as records (a ``.txt`` line becomes ``{column: line}``), in file order.
+
+    Raises:
+        InvalidInput: unreadable file, a line that is not a JSON object, a missing column.
+    """
+    suffix = _suffix(path, INPUT_SUFFIXES, "--input")
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as parquet
+
+            table = parquet.read_table(path)
+            if column not in table.column_names:
+                raise InvalidInput(f"--input [{path}] has no column [{column}]; it has {table.column_names}")
+            yield from table.to_pylist()
+            return
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\n")
+                if suffix == ".txt":
+                    yield {column: line}
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as error:
+                    raise InvalidInput(f"--input [{path}] line {number} is not JSON: {error}") from error
+                if not isinstance(record, dict):
+                    raise InvalidInput(f"--input [{path}] line {number} is not a JSON object")
+                yield record
+    except OSError as error:
+        raise InvalidInput(f"cannot read --input [{path}]: {error}") from error
+
+
+class RecordWriter:
+    """Writes output records in order to ``<path>.partial``; ``commit`` renames it to ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.suffix = _suffix(path, OUTPUT_SUFFIXES, "--output")
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.rows = 0
+        self.errors = 0
+        self._records: list[dict[str, Any]] = []
+        self._handle = open(self.partial, "w", encoding="utf-8") if self.suffix == ".jsonl" else None  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.rows += 1
+        self.errors += record.get(ERROR_COLUMN) is not None
+        if self._handle is not None:
+            self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        else:
+            self._records.append(record)
+
+    def commit(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as parquet
+
+            # nested results vary in shape from task to task: parquet keeps them as JSON text
+            rows = [{key: json.dumps(value) if isinstance(value, (dict, list)) else value
+                     for key, value in record.items()} for record in self._records]
+            parquet.write_table(pa.Table.from_pylist(rows), self.partial)
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="row", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_local(task: str, model: str | None, input_path: str, output_path: str, *, column: str = "text",
+              output_column: str = "result", batch_size: int = DEFAULT_BATCH_SIZE, number_of_allocations: int = 1,
+              threads_per_allocation: int = 1, config: Mapping[str, Any] | None = None,
+              progress: bool = True) -> RecordWriter:
+    """The job on this machine: one engine deployment, ``2 × allocations`` chunks in flight.
+
+    Returns the committed writer (``rows``, ``errors``).
+    """
+    from .api import load
+
+    in_flight = 2 * number_of_allocations
+    deployment = load(model, task=task, number_of_allocations=number_of_allocations,
+                      threads_per_allocation=threads_per_allocation, queue_capacity=batch_size * in_flight)
+    writer = RecordWriter(output_path)
+    total = sum(1 for _ in read_records(input_path, column)) if progress else None
+    try:
+        with _progress(total, progress) as bar, concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+            pending: collections.deque[tuple[list[dict[str, Any]], concurrent.futures.Future[list[Result]]]] = (
+                collections.deque())
+
+            def drain(keep: int) -> None:
+                while len(pending) > keep:
+                    chunk, future = pending.popleft()
+                    for record, (result, error) in zip(chunk, future.result(), strict=True):
+                        writer.write(_output_record(record, output_column, result, error))
+                    bar.update(len(chunk))
+
+            for chunk in _chunks(read_records(input_path, column), batch_size):
+                values = [record.get(column) for record in chunk]
+                pending.append((chunk, pool.submit(run_rows, deployment.infer, values, dict(config or {}))))
+                drain(in_flight)
+            drain(0)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        deployment.stop(drain=False)
+    return writer
+
+
+def _output_record(record: Mapping[str, Any], output_column: str, result: Any, error: Any) -> dict[str, Any]:
+    output = dict(record)
+    if error is not None:
+        output[ERROR_COLUMN] = error
+    else:
+        output[output_column] = result
+    return output
+
+
+def run_on_ray(task: str, model: str | None, input_path: str, output_path: str, *, address: str | None,
+               column: str = "text", output_column: str = "result", batch_size: int = DEFAULT_BATCH_SIZE,
+               concurrency: int = 1, threads_per_allocation: int = 1, config: Mapping[str, Any] | None = None,
+               progress: bool = True) -> RecordWriter:
+    """The job on Ray Data: the input read by Ray (a path every node can read, or a URI), rows run by
+    ``concurrency`` actors, results streamed back here in input order and written by this process."""
+    import ray.data
+
+    from .api import resolve_model
+    from .ray import connect, infer_dataset
+
+    suffix = _suffix(input_path, INPUT_SUFFIXES, "--input")
+    writer = RecordWriter(output_path)
+    package = resolve_model(model, task)
+    connect(address)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    readers = {".jsonl": ray.data.read_json, ".parquet": ray.data.read_parquet, ".txt": ray.data.read_text}
+    source = readers[suffix](os.path.abspath(input_path))
+    if suffix == ".txt" and column != "text":
+        source = source.rename_columns({"text": column})
+    total = source.count() if progress else None
+    results = infer_dataset(source, str(package), task, column=column, output_column=output_column,
+                            concurrency=concurrency, threads_per_allocation=threads_per_allocation,
+                            batch_size=batch_size, **dict(config or {}))
+    try:
+        with _progress(total, progress) as bar:
+            for batch in results.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    result, error = row.pop(output_column), row.pop(ERROR_COLUMN)
+                    writer.write(_output_record(row, output_column, json.loads(result) if result else None,
+                                                json.loads(error) if error else None))
+                bar.update(batch.num_rows)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer
+
+
+# -- the CLI verb --------------------------------------------------------------------------------
+
+
+def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``batch`` verb to the ``engine`` command."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="run a task over a .jsonl/.parquet/.txt file, locally or on a Ray cluster",
+        description="Run one task over every row of a file and write one output record per row, in input "
+        "order: the row plus its result, or an error record for a row the task refuses.",
+    )
+    parser.add_argument("--task", required=True, help="the Elasticsearch task (text_embedding, ner, ...)")
+    parser.add_argument("--model", "-m", default=os.environ.get("ENGINE_MODEL"),
+                        help="model package dir, Hugging Face model dir or hub id; default: the task's default "
+                        "model. Env: ENGINE_MODEL")
+    parser.add_argument("--input", required=True, help="a .jsonl, .parquet or .txt file")
+    parser.add_argument("--output", required=True, help="a .jsonl or .parquet file (written when complete)")
+    parser.add_argument("--column", default="text", help="the input field holding the text (default text)")
+    parser.add_argument("--output-column", default="result", help="the output field of a row's result")
+    parser.add_argument("--config", "-c", default=None, help="the task's inference_config update as JSON")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"rows per chunk sent to a deployment or Ray actor (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--threads-per-allocation", type=int, default=1,
+                        help="ONNX Runtime threads per allocation (local) or per Ray actor (default 1)")
+    parser.add_argument("--number-of-allocations", type=int, default=1,
+                        help="local: allocations of the deployment; with --ray: Ray Data actors (default 1)")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run on Ray Data; ADDRESS is the cluster (default: RAY_ADDRESS, a local `ray start` "
+                        "cluster, or a new local one)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=_cmd_batch)
+    return parser
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    config: dict[str, Any] = {}
+    if args.config:
+        try:
+            config = json.loads(args.config)
+        except ValueError as error:
+            raise InvalidInput(f"--config is not valid JSON: {error}") from error
+        if not isinstance(config, dict):
+            raise InvalidInput("--config must be a JSON object")
+    if args.batch_size < 1 or args.number_of_allocations < 1:
+        raise InvalidInput("--batch-size and --number-of-allocations must be positive")
+    common = dict(column=args.column, output_column=args.output_column, batch_size=args.batch_size,
+                  threads_per_allocation=args.threads_per_allocation, config=config, progress=not args.no_progress)
+    if args.ray is None:
+        writer = run_local(args.task, args.model, args.input, args.output,
+                           number_of_allocations=args.number_of_allocations, **common)
+    else:
+        writer = run_on_ray(args.task, args.model, args.input, args.output, address=args.ray or None,
+                            concurrency=args.number_of_allocations, **common)
+    print(f"engine batch: {writer.rows} rows, {writer.errors} errors -> {writer.path}", file=sys.stderr)
+    return 0
