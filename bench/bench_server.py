@@ -67,7 +67,7 @@ def run_load(call: Callable[[list[str]], Any], batches: list[list[str]], concurr
 
 def start_server(package: Path, threads: int, port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.server_cli", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        [sys.executable, "-m", "engine.server.cli", "--port", str(port), "--no-access-log", "--log-level", "warning"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     deadline = time.monotonic() + 120

@@ -91,7 +91,7 @@ def _add_optional_verbs(subparsers: argparse._SubParsersAction) -> None:
     then says what to install, instead of breaking every other verb."""
     verbs = (
         ("export", "exporters.cli", "add_export_parser", "engine[export]"),
-        ("serve", "engine.server_cli", "add_serve_parser", "engine[server]"),
+        ("serve", "engine.server.cli", "add_serve_parser", "engine[server]"),
         ("bench", "bench.cli", "add_bench_parser", "engine[bench] from a source checkout"),
     )
     for verb, module_name, function, extra in verbs:

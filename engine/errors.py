@@ -106,3 +106,35 @@ class ExportError(EngineError):
     status = 400
     error_type = "illegal_argument_exception"
     exit_code = 9
+
+
+# HTTP-only errors: raised by ``engine serve`` about the request itself, never by the engine.
+class Unauthorized(EngineError):
+    """Missing or wrong API key (HTTP 401)."""
+
+    status = 401
+    error_type = "security_exception"
+
+
+class PayloadTooLarge(EngineError):
+    """Request body over ``max_body_bytes`` (HTTP 413)."""
+
+    status = 413
+    error_type = "content_too_long_exception"
+
+
+class MalformedBody(InvalidInput):
+    """A body that is not JSON, or JSON of the wrong shape (HTTP 400)."""
+
+    error_type = "x_content_parse_exception"
+
+
+class NoHandler(InvalidInput):
+    """An unknown path; Elasticsearch answers 400 "no handler found"."""
+
+
+class MethodNotAllowed(EngineError):
+    """A known path with a method it does not serve (HTTP 405, as Elasticsearch answers)."""
+
+    status = 405
+    error_type = "method_not_allowed"

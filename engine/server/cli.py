@@ -1,7 +1,7 @@
 """``engine serve``: parse options, build the server state, run uvicorn until SIGINT/SIGTERM.
 
 Every option has an ``ENGINE_*`` environment variable; precedence is flag > environment > config file
-> default. Also runnable as ``python -m engine.server_cli [options]``.
+> default. Also runnable as ``python -m engine.server.cli [options]``.
 
 Shutdown is uvicorn's graceful one: on SIGTERM/SIGINT it stops accepting connections, lets open
 requests finish (up to ``--shutdown-timeout``), then the app's lifespan drains and stops every
@@ -17,9 +17,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import EngineError, InvalidInput
+from ..errors import EngineError, InvalidInput
+
+if TYPE_CHECKING:
+    from .settings import ServerConfig
+    from .state import ServerState
 
 # Fail at import when the server extra is missing, so `engine` lists `serve` as "install engine[server]"
 # (engine/cli.py) without importing the web stack on every command.
@@ -134,9 +138,9 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return models
 
 
-def build_config(args: argparse.Namespace) -> Any:
+def build_config(args: argparse.Namespace) -> ServerConfig:
     """Merge config file, ENGINE_* variables and flags into a :class:`ServerConfig`."""
-    from .server_state import ServerConfig
+    from .settings import ServerConfig
 
     settings: dict[str, Any] = {}
     if args.config:
@@ -181,20 +185,28 @@ def configure_logging(level: str, access_log: bool) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def build_state(config: ServerConfig, args: argparse.Namespace) -> ServerState:
+    """The registries the server runs on. The one place a deployment backend is chosen: the state
+    starts deployments with ``engine.api.load`` (threads on this machine); another backend passes its
+    own ``deploy`` function returning a :class:`engine.protocol.DeploymentLike`."""
+    from .state import ServerState
+
+    return ServerState(config)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Start the server and block until it is told to stop. Returns the process exit code."""
     import uvicorn
 
-    from .server import create_app
-    from .server_schemas import parse_start_params
-    from .server_state import ServerState
+    from .app import create_app
+    from .es_schemas import parse_start_params
 
     config = build_config(args)
     configure_logging(args.log_level, config.access_log)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         logging.getLogger(__name__).warning(
             "serving on %s without --api-key: anyone who can reach the port can run and manage models", config.host)
-    state = ServerState(config)
+    state = build_state(config, args)
     try:
         state.boot(lambda model_id, settings: parse_start_params(
             model_id, settings, config.threads_per_allocation, config.queue_capacity))
@@ -211,7 +223,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m engine.server_cli``: the ``serve`` verb on its own."""
+    """``python -m engine.server.cli``: the ``serve`` verb on its own."""
     parser = argparse.ArgumentParser(prog="engine serve", description=__doc__.splitlines()[0])
     add_serve_arguments(parser)
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ Elasticsearch keeps three registries the HTTP APIs act on, and so do we:
 
 * **models** (``model_id`` → a model package directory and its manifest): registered from the config
   file, ``--model ID=PACKAGE``, or ``PUT _ml/trained_models/<id>`` with ``{"location": "<dir>"}``;
-* **deployments** (``deployment_id`` → a running :class:`engine.deployment.Deployment`), started by
+* **deployments** (``deployment_id`` → a running deployment, any :class:`engine.protocol.DeploymentLike`), started by
   ``_start`` (or at boot), stopped by ``_stop``;
 * **inference endpoints** (``inference_id`` → a task type and the deployment serving it), the
   ``_inference`` API's objects, which with the ``elasticsearch`` service start their own deployment.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 import os
 import re
 import threading
@@ -26,18 +25,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import EngineError, InvalidInput, ModelError, NotDeployed, ResourceNotFound
-from .manifest import Manifest, read_manifest
+from ..config import DeploymentConfig
+from ..errors import EngineError, InvalidInput, ModelError, NotDeployed, ResourceNotFound
+from ..manifest import Manifest, read_manifest
+from ..protocol import DeploymentLike
+from .settings import ServerConfig
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9200
-# Elasticsearch's default http.max_content_length is 100mb; an inference server's requests are text,
-# so 16 MiB keeps a single client from making the server buffer gigabytes while fitting any real batch.
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_DOCS = 1024
-DEFAULT_INFER_TIMEOUT_S = 10.0            # Elasticsearch's _infer default (ELASTIC_REFERENCE.md §3)
-DEFAULT_QUEUE_CAPACITY = 10000            # Elasticsearch's DEFAULT_QUEUE_CAPACITY (§6.1)
-DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
 # Elasticsearch's rule: 240 MB + twice the model (§6.2), reported as required_native_memory_bytes.
 BASE_MEMORY_BYTES = 240 * 1024 * 1024
 
@@ -48,87 +41,7 @@ INFERENCE_TASK_TO_MODEL_TASK = {
     "rerank": "text_similarity",
 }
 
-DeployFunction = Callable[..., Any]
-
-
-@dataclasses.dataclass
-class ServerConfig:
-    """Settings of one ``engine serve`` process: JSON config file keys, CLI flags and ENGINE_* variables.
-
-    Attributes:
-        host: interface to bind; loopback unless the operator says otherwise.
-        port: TCP port (9200, Elasticsearch's, so clients need no change but the host).
-        api_key: when set, every route but ``/health`` needs ``Authorization: ApiKey <key>`` or
-            ``Bearer <key>`` (ApiKey may also be base64 of ``id:key``, as Elasticsearch issues them).
-        models: ``model_id`` → package directory, registered (and started) at boot.
-        deployments: ``_start`` parameter objects (each with ``model_id``) started at boot instead of
-            one default deployment per model.
-        default_model: the model or deployment the TEI and OpenAI routes use when several are started.
-        max_body_bytes: larger request bodies get 413.
-        max_docs_per_request: more documents/inputs in one request get 400.
-        default_timeout_s: ``_infer`` timeout when the request gives none.
-        auto_truncate: TEI routes truncate long inputs unless the request says ``truncate: false``
-            (Elasticsearch truncates by default, and its ``hugging_face`` service sends no flag).
-        allow_registration: accept ``PUT _ml/trained_models/<id>`` with a package location.
-        model_roots: when non-empty, registered package locations must lie under one of these.
-        threads_per_allocation / queue_capacity: defaults for deployments started at boot.
-        shutdown_timeout_s: how long shutdown waits for deployments to drain.
-        access_log: one JSON line per request on the ``engine.access`` logger.
-    """
-
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    api_key: str | None = None
-    models: dict[str, str] = dataclasses.field(default_factory=dict)
-    deployments: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    default_model: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_docs_per_request: int = DEFAULT_MAX_DOCS
-    default_timeout_s: float = DEFAULT_INFER_TIMEOUT_S
-    auto_truncate: bool = True
-    allow_registration: bool = True
-    model_roots: list[str] = dataclasses.field(default_factory=list)
-    threads_per_allocation: int = 1
-    queue_capacity: int = DEFAULT_QUEUE_CAPACITY
-    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
-    access_log: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("port", "max_body_bytes", "max_docs_per_request", "threads_per_allocation", "queue_capacity"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "port" else 1):
-                raise InvalidInput(f"server setting [{name}] must be a positive integer; got [{value!r}]")
-        if not isinstance(self.models, dict) or not all(
-            isinstance(key, str) and isinstance(value, str) for key, value in self.models.items()
-        ):
-            raise InvalidInput("server setting [models] must map model ids to package directories")
-        if not isinstance(self.deployments, list) or not all(
-            isinstance(item, dict) and isinstance(item.get("model_id"), str) for item in self.deployments
-        ):
-            raise InvalidInput("server setting [deployments] must be a list of objects with a [model_id]")
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> ServerConfig:
-        """Read a JSON config file whose keys are this class's fields.
-
-        Raises:
-            InvalidInput: unreadable file, not a JSON object, unknown keys or bad values.
-        """
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            raise InvalidInput(f"cannot read server config [{path}]: {error}") from error
-        if not isinstance(data, dict):
-            raise InvalidInput(f"server config [{path}] must hold a JSON object")
-        return cls.from_mapping(data)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> ServerConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidInput(f"unknown server settings {unknown}; known settings are {sorted(known)}")
-        return cls(**dict(data))
+DeployFunction = Callable[..., DeploymentLike]
 
 
 @dataclasses.dataclass
@@ -152,15 +65,37 @@ class ModelEntry:
 
 @dataclasses.dataclass(frozen=True)
 class StartParams:
-    """Validated ``_start`` parameters (ELASTIC_REFERENCE.md §6.1)."""
+    """Validated ``_start`` parameters (ELASTIC_REFERENCE.md §6.1): the deployment settings they map
+    onto, validated by :class:`engine.config.DeploymentConfig` (the one place the rules live), and the
+    ``adaptive_allocations`` block as sent, which the ``_start`` answer echoes."""
 
-    deployment_id: str
-    number_of_allocations: int | None = None
-    threads_per_allocation: int = 1
-    queue_capacity: int = DEFAULT_QUEUE_CAPACITY
-    cache_size: int | None = None
-    priority: str = "normal"
+    config: DeploymentConfig
     adaptive_allocations: dict[str, Any] | None = None
+
+    @property
+    def deployment_id(self) -> str:
+        return self.config.deployment_id or ""
+
+    @property
+    def number_of_allocations(self) -> int | None:
+        return self.config.number_of_allocations
+
+    @property
+    def threads_per_allocation(self) -> int:
+        return self.config.threads_per_allocation
+
+    @property
+    def queue_capacity(self) -> int:
+        return self.config.queue_capacity
+
+    @property
+    def priority(self) -> str:
+        return self.config.priority
+
+    @property
+    def cache_size(self) -> int | None:
+        """Bytes; None: the default (the model's size)."""
+        return self.config.cache_bytes
 
     def deployment_config(self) -> dict[str, Any]:
         """Keyword arguments for ``engine.api.load`` (DeploymentConfig field names)."""
@@ -185,7 +120,7 @@ class DeploymentEntry:
 
     deployment_id: str
     model: ModelEntry
-    deployment: Any
+    deployment: DeploymentLike
     params: StartParams
     start_time_ms: int
     _sparse_keys: dict[str, int] | None = dataclasses.field(default=None, repr=False)
@@ -245,8 +180,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _default_deploy(path: Path, task: str, **config: Any) -> Any:
-    from .api import load  # deferred so that reading this module does not start the engine's runtime
+def _default_deploy(path: Path, task: str, **config: Any) -> DeploymentLike:
+    from ..api import load  # deferred so that reading this module does not start the engine's runtime
 
     return load(str(path), task=task, **config)
 

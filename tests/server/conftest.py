@@ -2,7 +2,7 @@
 
 The packages are exported once per session (fp32 and unfused: these tests check the server, and
 exact graphs make results comparable with ``engine.run``). The server is a
-subprocess (``python -m engine.server_cli``) on a free port with an API key, started once per module
+subprocess (``python -m engine.server.cli``) on a free port with an API key, started once per module
 group that needs it; the fixture waits for ``/health`` and always kills the process afterwards.
 """
 
@@ -91,7 +91,7 @@ def start_server(args: list[str], log_path: Path) -> ServerProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), ENGINE_LOG_LEVEL="warning")
     handle = open(log_path, "wb")  # noqa: SIM115 - the process writes to it until it is killed
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.server_cli", "--port", str(port), *args],
+        [sys.executable, "-m", "engine.server.cli", "--port", str(port), *args],
         cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
     )
     handle.close()

@@ -8,26 +8,18 @@ import struct
 
 import pytest
 
-from engine.errors import InvalidInput, NotDeployed, PackageError, QueueFull, ResourceNotFound
+from engine.errors import InvalidInput, MalformedBody, NotDeployed, PackageError, QueueFull, ResourceNotFound
 from engine.metrics import Counter, Gauge, Histogram, Registry
-from engine.server import api_key_matches, dialect_for
-from engine.server_cli import add_serve_parser, build_config
-from engine.server_schemas import (
-    MalformedBody,
-    build_openai_embeddings,
-    error_body,
-    parse_byte_size,
-    parse_endpoint_body,
-    parse_infer_body,
-    parse_json,
-    parse_start_params,
-    parse_tei_inputs,
-    parse_time_value,
-    rank,
-    sigmoid,
-    tei_tokenization,
-)
-from engine.server_state import ServerConfig, ServerState, matches
+from engine.server.app import api_key_matches, dialect_for, error_body
+from engine.server.cli import add_serve_parser, build_config
+from engine.server.es_schemas import parse_endpoint_body, parse_infer_body, parse_start_params
+from engine.server.openai import build_openai_embeddings
+from engine.server.settings import ServerConfig
+from engine.server.state import ServerState, matches
+from engine.server.tei import sigmoid, tei_tokenization
+from engine.server.wire import parse_json, rank
+from engine.server.wire import parse_text_inputs as parse_tei_inputs
+from engine.units import parse_byte_size, parse_time_value
 
 
 def test_prometheus_text_format() -> None:
@@ -89,7 +81,7 @@ def test_start_params_defaults_and_legacy_names() -> None:
     ({"number_of_allocations": "0"}, r"\[number_of_allocations\] must be a positive integer"),
     ({"threads_per_allocation": "3"}, r"must be a power of 2 less than or equal to 32"),
     ({"threads_per_allocation": "64"}, r"must be a power of 2 less than or equal to 32"),
-    ({"queue_capacity": "100000"}, r"\[queue_capacity\] must be less than 100000"),
+    ({"queue_capacity": "100001"}, r"\[queue_capacity\] must be less than 100000"),
     ({"queue_capacity": "0"}, r"\[queue_capacity\] must be a positive integer"),
     ({"priority": "low", "number_of_allocations": "2"}, r"must be 1 when \[priority\] is low"),
     ({"priority": "urgent"}, r"\[priority\] must be one of"),
@@ -100,7 +92,7 @@ def test_start_params_defaults_and_legacy_names() -> None:
     ({"number_of_allocations": "2", "adaptive_allocations": {"enabled": True}},
      r"cannot be set if adaptive allocations is enabled"),
     ({"adaptive_allocations": {"enabled": True, "min_number_of_allocations": 3, "max_number_of_allocations": 2}},
-     r"\[max_number_of_allocations\] must be greater than or equal to \[min_number_of_allocations\]"),
+     r"\[min_number_of_allocations\] must not be larger than \[max_number_of_allocations\]"),
     ({"adaptive_allocations": {"enabled": True, "max_number_of_allocations": 0}},
      r"\[max_number_of_allocations\] must be a positive integer"),
 ])
@@ -243,7 +235,7 @@ def test_engine_serve_verb_reports_bad_models(tmp_path, capsys) -> None:
 
 
 def test_boot_starts_the_configured_deployments(splade_package) -> None:
-    from engine.server_schemas import parse_start_params as parse
+    parse = parse_start_params
 
     config = ServerConfig(models={"splade": str(splade_package)},
                           deployments=[{"model_id": "splade", "deployment_id": "splade-a", "queue_capacity": 5}])
