@@ -20,9 +20,10 @@ from engine.manifest import Manifest, TokenizationConfig
 from engine.tasks import Prepared, TaskRunner, get_task
 from engine.tasks.fill_mask import FillMaskPrepared
 from engine.tokenization import Window
+from tests.tolerances import GOLDEN
 
 GOLDEN_DIR = Path(__file__).resolve().parent
-DEFAULT_TOLERANCE = 1e-9
+DEFAULT_TOLERANCE = GOLDEN  # a case's own "tolerance" overrides it
 
 
 class VocabularyTokenizer:

@@ -9,15 +9,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tests.tolerances import KERNEL_ORACLE_ABS, KERNEL_ORACLE_REL
+
 #: Sizes around SIMD widths and the 32-value top-k block (../shared/docs/STYLE.md, rule 16).
 SIZES = [1, 7, 8, 9, 1023, 1024, 1025]
 SEEDS = [0, 1, 2]
-
-#: Kernels compute exp with their own polynomial (kernels/internal.h) and sum in another order than
-#: math.fsum; both stay within a few ulp, far inside this.
-REL_TOL = 1e-12
-#: The kernels flush exp(x - max) below the smallest normal double (2.2e-308) to zero.
-ABS_TOL = 1e-305
 
 #: Hypothesis budget per property: enough to hit the special values, short on a loaded 2-core box.
 PROPERTY = settings(max_examples=60, deadline=None)
@@ -52,7 +48,7 @@ def random_logits(seed: int, shape: tuple[int, ...], specials: bool = True) -> n
 
 
 def close(actual: float, expected: float) -> bool:
-    return math.isclose(actual, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    return math.isclose(actual, expected, rel_tol=KERNEL_ORACLE_REL, abs_tol=KERNEL_ORACLE_ABS)
 
 
 def assert_all_close(actual: list[float], expected: list[float]) -> None:

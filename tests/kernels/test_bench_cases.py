@@ -9,6 +9,7 @@ import pytest
 from bench import bench_kernels
 from tests.kernels.cases import KernelCase, all_cases
 from tests.kernels.loader import kernels
+from tests.tolerances import KERNEL_NUMPY_ABS, KERNEL_NUMPY_REL
 
 
 def assert_same(kernel_result: object, numpy_result: object) -> None:
@@ -16,7 +17,7 @@ def assert_same(kernel_result: object, numpy_result: object) -> None:
         assert isinstance(numpy_result, list) and len(kernel_result) == len(numpy_result)
         for ours, theirs in zip(kernel_result, numpy_result, strict=True):
             assert ours[:3] == theirs[:3]
-            assert ours[3] == pytest.approx(theirs[3], rel=1e-9)
+            assert ours[3] == pytest.approx(theirs[3], rel=KERNEL_NUMPY_REL)
     elif isinstance(kernel_result, tuple):
         assert isinstance(numpy_result, tuple)
         for ours, theirs in zip(kernel_result, numpy_result, strict=True):
@@ -27,7 +28,7 @@ def assert_same(kernel_result: object, numpy_result: object) -> None:
         if ours.dtype.kind in "iu":
             assert np.array_equal(ours, theirs)
         else:
-            np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-300)
+            np.testing.assert_allclose(ours, theirs, rtol=KERNEL_NUMPY_REL, atol=KERNEL_NUMPY_ABS)
 
 
 @pytest.mark.parametrize("case", all_cases(seed=3), ids=lambda case: f"{case.kernel}-{case.description}")

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 from tests.kernels import reference
 from tests.kernels.helpers import PROPERTY, SEEDS, SIZES, close, logit, random_logits
 from tests.kernels.loader import kernels
+from tests.tolerances import FEW_ROUNDINGS_REL, NEAR_TIE_REL, ONE_ROUNDING_REL
 
 O, B, I = 0, 1, 2  # noqa: E741 (the IOB tag names)
 
@@ -48,7 +49,7 @@ def no_near_ties(logits: np.ndarray, word_ids: list[int]) -> bool:
     oracle sum in different orders, so such an argmax is not defined to the last bit."""
     for word in reference.iob_words(logits.tolist(), word_ids):
         ranked = sorted(word.probabilities, reverse=True)
-        if len(ranked) > 1 and 0.0 < ranked[0] - ranked[1] <= 1e-9 * ranked[0]:
+        if len(ranked) > 1 and 0.0 < ranked[0] - ranked[1] <= NEAR_TIE_REL * ranked[0]:
             return False
     return True
 
@@ -136,7 +137,7 @@ def test_golden_es_example() -> None:
     spans = decode(one_hot(tokens), word_ids, ES_KINDS, ES_ENTITIES)
     assert [span[:3] for span in spans] == [(5, 5, 1), (10, 10, 3)]
     expected_score = math.exp(20.0) / (math.exp(20.0) + 8)
-    assert all(span[3] == pytest.approx(expected_score, rel=1e-15) for span in spans)
+    assert all(span[3] == pytest.approx(expected_score, rel=ONE_ROUNDING_REL) for span in spans)
 
 
 def test_inside_tag_without_begin_starts_an_entity_and_begin_splits() -> None:
@@ -159,7 +160,7 @@ def test_sub_tokens_are_averaged_and_span_the_whole_word() -> None:
     peak = math.exp(20.0) / (math.exp(20.0) + 8)
     low = 1 / (math.exp(20.0) + 8)
     assert [span[:3] for span in spans] == [(0, 2, 1)]
-    assert spans[0][3] == pytest.approx((2 * peak + low) / 3, rel=1e-14)
+    assert spans[0][3] == pytest.approx((2 * peak + low) / 3, rel=FEW_ROUNDINGS_REL)
 
 
 def test_word_id_after_a_special_token_is_a_new_word() -> None:

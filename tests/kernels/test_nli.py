@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 from tests.kernels import reference
 from tests.kernels.helpers import PROPERTY, SEEDS, SIZES, assert_all_close, logit, random_logits
 from tests.kernels.loader import kernels
+from tests.tolerances import FLOAT32_INPUT_REL
 
 
 def check(logits: np.ndarray, entailment: int, contradiction: int, multi_label: bool) -> None:
@@ -46,8 +47,8 @@ def test_awkward_label_counts(n_labels: int, seed: int) -> None:
 def test_golden_values() -> None:
     # Entailment column [0, ln 3] -> [1/4, 3/4]; multi-label ignores the neutral column.
     logits = np.array([[0.0, 50.0, 0.0], [math.log(3.0), -50.0, 0.0]], dtype=np.float32)
-    assert kernels.nli_scores(logits, 0, 2, False).tolist() == pytest.approx([0.25, 0.75], rel=1e-7)
-    assert kernels.nli_scores(logits, 0, 2, True).tolist() == pytest.approx([0.5, 0.75], rel=1e-7)
+    assert kernels.nli_scores(logits, 0, 2, False).tolist() == pytest.approx([0.25, 0.75], rel=FLOAT32_INPUT_REL)
+    assert kernels.nli_scores(logits, 0, 2, True).tolist() == pytest.approx([0.5, 0.75], rel=FLOAT32_INPUT_REL)
 
 
 def test_no_labels() -> None:

@@ -3,7 +3,8 @@
 For each small fine-tuned model in ../shared/models (and SPLADE-tiny as a masked LM), PyTorch runs
 the fp32 model on exactly the windows ``prepare`` built; its logits go through ``finish`` and
 through the plain-Python oracle in ``tests/golden/es_reference.py``; labels, spans and entities must
-be identical and scores within 1e-6. A few dozen sentences per task keep this to seconds.
+be identical and scores within tests.tolerances.TASK_ORACLE. A few dozen sentences per task keep this
+to seconds.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from engine.tasks import Prepared, get_task
 from engine.tokenization import Tokenizer, Window
 from tests.golden import es_reference
 from tests.golden.loader import assert_matches
+from tests.tolerances import TASK_ORACLE
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-TOLERANCE = 1e-6
+TOLERANCE = TASK_ORACLE
 N_SENTENCES = 30
 pytestmark = pytest.mark.shared
 

@@ -18,6 +18,7 @@ from engine.manifest import Manifest, TokenizationConfig
 from engine.tasks import TASK_NAMES, get_task
 from engine.tokenization import Tokenizer
 from tests.golden import es_reference
+from tests.tolerances import GOLDEN
 
 NLI_LABELS = ["contradiction", "entailment", "neutral"]
 NER_LABELS = ["O", "B_MISC", "I_MISC", "B_PER", "I_PER", "B_ORG", "I_ORG", "B_LOC", "I_LOC"]
@@ -86,7 +87,7 @@ def test_fill_mask_end_to_end(splade_dir):
     assert [entry["class_name"] for entry in result["top_classes"]] == ["paris", "[PAD]"]
     assert result["prediction_probability"] == result["top_classes"][0]["class_probability"]
     expected = np.exp(9.0) / (np.exp(9.0) + np.exp(4.0) + 30520)
-    assert result["prediction_probability"] == pytest.approx(expected, rel=1e-9)
+    assert result["prediction_probability"] == pytest.approx(expected, rel=GOLDEN)
     assert "is_truncated" not in result
 
 
@@ -258,7 +259,7 @@ def test_text_classification_mean_over_windows(minilm_dir):
     assert [c["class_name"] for c in result["top_classes"]] == [
         c["class_name"] for c in expected["top_classes"]
     ]
-    assert result["prediction_probability"] == pytest.approx(expected["prediction_probability"], abs=1e-9)
+    assert result["prediction_probability"] == pytest.approx(expected["prediction_probability"], abs=GOLDEN)
 
 
 def test_text_classification_truncation_flag(minilm_dir):
