@@ -37,7 +37,11 @@ QUANTIZE_MODES = ("int8", "none")
 RETRIBERT_TOWERS = ("query", "document")
 PARITY_TOLERANCE = 1e-3
 CALIBRATION_BATCH = 16
-CALIBRATION_MAX_LENGTH = 128
+# Long enough for the calibration passages (about 200 word pieces), and pairs of them.
+CALIBRATION_MAX_LENGTH = 384
+# The guard's mean agreement target per task when --accuracy-threshold is not given. A classifier's
+# agreement is the share of confident predictions kept; 0.995 keeps its accuracy within half a point.
+DEFAULT_ACCURACY_THRESHOLDS = {"text_classification": 0.995}
 
 # Sentences for the torch-vs-ONNX parity check: different lengths (so the batch is padded), casing,
 # punctuation, digits and accents, to exercise the tokenizer paths the engine will meet.
@@ -67,8 +71,10 @@ class ExportOptions:
         allow_pickle: allow ``pytorch_model.bin`` weights (unpickling can run code).
         retribert_tower: ``query`` or ``document``: which RetriBERT tower becomes the graph.
         revision: hub revision (branch, tag or commit) for hub ids.
-        accuracy_threshold: the mean int8 agreement the guard must reach, in [0, 1] (None: the
-            default, 0.99). An explicit value is used as given: 0 accepts any int8 graph.
+        accuracy_threshold: the mean int8 agreement every length bucket must reach, in [0, 1]
+            (None: 0.99, text_classification 0.995). An explicit value is used as given: 0 accepts
+            any int8 graph that also meets the tail (the worst sample per bucket; see
+            ``exporters.quantize.DEFAULT_TAIL_THRESHOLDS``).
         progress: print stage lines on stderr.
     """
 
@@ -244,17 +250,24 @@ def parity_error(graph: Path, feeds: dict[str, np.ndarray], expected: list[np.nd
 
 
 def _calibration_feeds(
-    tokenizer: PackageTokenizer, task: str, input_names: tuple[str, ...]
+    tokenizer: PackageTokenizer, task: str, input_names: tuple[str, ...], part: str
 ) -> list[dict[str, np.ndarray]]:
-    from .calibration import calibration_sentences
+    """One part of the packaged calibration text as the engine would batch it: each kind (queries,
+    sentences, passages) sorted by length and cut into batches of ``CALIBRATION_BATCH`` (a last
+    single row joins the batch before it, since pair tasks pair rows within a batch)."""
+    from .calibration import calibration_texts
 
-    sentences = list(calibration_sentences())
     length = min(CALIBRATION_MAX_LENGTH, tokenizer.tokenization.max_sequence_length)
-    return [
-        _feeds(tokenizer, task, sentences[start : start + CALIBRATION_BATCH], input_names, length)
-        for start in range(0, len(sentences), CALIBRATION_BATCH)
-        if len(sentences[start : start + CALIBRATION_BATCH]) > 1
-    ]
+    batches: list[list[str]] = []
+    for texts in calibration_texts(part).values():
+        ordered = sorted(texts, key=len)
+        groups = [
+            ordered[start : start + CALIBRATION_BATCH] for start in range(0, len(ordered), CALIBRATION_BATCH)
+        ]
+        if len(groups) > 1 and len(groups[-1]) == 1:
+            groups[-2].extend(groups.pop())
+        batches.extend(group for group in groups if len(group) > 1)
+    return [_feeds(tokenizer, task, batch, input_names, length) for batch in batches]
 
 
 def _optimize(
@@ -304,10 +317,11 @@ def _quantize(
             quantize_with_guard(
                 fp32,
                 graph,
-                _calibration_feeds(tokenizer, task, input_names),
+                _calibration_feeds(tokenizer, task, input_names, "choose"),
                 registry.QUANTIZATION_METRICS[task],
                 threshold,
                 progress=progress.enabled,
+                held_out=_calibration_feeds(tokenizer, task, input_names, "held_out"),
             )
         )
     if block.get("reached_threshold", True):
@@ -401,7 +415,7 @@ def _write_graph(
     if settings.quantize == "int8":
         threshold = settings.accuracy_threshold
         if threshold is None:
-            threshold = registry.QUANTIZATION_THRESHOLD
+            threshold = DEFAULT_ACCURACY_THRESHOLDS.get(task, registry.QUANTIZATION_THRESHOLD)
         quantization = _quantize(fp32, graph, tokenizer, task, input_names, threshold, progress)
     else:
         copy_graph(fp32, graph)

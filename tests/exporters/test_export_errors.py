@@ -357,7 +357,7 @@ def test_int8_below_threshold_ships_the_fp32_graph(
     calls: list[tuple[str, float]] = []
 
     def below_threshold(
-        fp32: Path, dst: Path, feeds: list, metric: str, threshold: float, progress: bool
+        fp32: Path, dst: Path, feeds: list, metric: str, threshold: float, progress: bool, held_out: list
     ) -> dict:
         calls.append((metric, threshold))
         assert feeds and all("attention_mask" in feed for feed in feeds)

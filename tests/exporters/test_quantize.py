@@ -59,15 +59,25 @@ def minilm_int8(
 def test_minilm_block_fields(minilm_int8: tuple[Path, dict], minilm_fp32: Path) -> None:
     dst, block = minilm_int8
     assert block["mode"] == "int8" and "reduce_range" in block["method"]
-    assert set(block["agreement"]) == {"metric", "value", "min", "threshold", "n_samples"}
-    assert block["agreement"]["metric"] == "cosine" and block["agreement"]["threshold"] == 0.99
-    assert block["agreement"]["n_samples"] == CALIBRATION
+    agreement = block["agreement"]
+    assert set(agreement) == {
+        "metric", "value", "min", "threshold", "tail_threshold", "tail", "n_samples", "buckets", "held_out"
+    }
+    assert agreement["metric"] == "cosine" and agreement["threshold"] == 0.99
+    assert agreement["tail_threshold"] == quantize.DEFAULT_TAIL_THRESHOLDS["cosine"]
+    assert agreement["n_samples"] == CALIBRATION and agreement["held_out"] is False
+    assert sum(bucket["n"] for bucket in agreement["buckets"].values()) == CALIBRATION
+    for bucket in agreement["buckets"].values():
+        assert bucket["mean"] >= 0.99 and bucket["min"] >= agreement["tail_threshold"]
+    assert block["activations"] == "static" and 0.0 <= block["fp32_weight_share"] < 1.0
     assert block["reached_threshold"] is True and block["agreement"]["value"] >= 0.99
     assert block["candidates"] == 24  # 6 fused Attention + 18 MatMul
     # the 30522×384 word-embedding table stays fp32 (it is a lookup, not a MatMul): 90 MB -> 58 MB
     assert dst.stat().st_size < minilm_fp32.stat().st_size * 0.7
     ops = {node.op_type for node in onnx.load(str(dst)).graph.node}
-    assert {"QAttention", "MatMulInteger"} <= ops
+    # static activation scales: no per-batch DynamicQuantizeLinear, scales applied inside the GEMM
+    assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops
+    assert not ops & {"DynamicQuantizeLinear", "MatMulInteger"}
 
 
 @pytest.mark.parametrize("held_out", ["calibration", "sts"])
