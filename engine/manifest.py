@@ -80,6 +80,9 @@ class Manifest:
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     special_tokens: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Where exporter-chosen values came from, e.g. {"max_sequence_length": {"value", "origin", "reason"}};
+    # informational (the engine runs without it; packages written before it have none).
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -123,6 +123,11 @@ class _Progress:
             print(f"[export {time.monotonic() - self.started:6.1f}s] {text}...", file=sys.stderr, flush=True)
         yield
 
+    def note(self, text: str) -> None:
+        """A fact the user should see about the package being built (not a stage)."""
+        if self.enabled:
+            print(f"[export] {text}", file=sys.stderr, flush=True)
+
 
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
@@ -372,6 +377,7 @@ def _manifest(
         source=source.to_json(),
         special_tokens=tokenizer.special_tokens,
         task_options=task_options,
+        provenance={"max_sequence_length": tokenizer.length.to_json()},
     )
 
 
@@ -470,8 +476,9 @@ def export(source: str | Path, out: str | Path, task: str | None = None, **optio
             chosen,
             settings.max_sequence_length,
             settings.trust_remote_code,
-            registry.position_limit(model_source.config),
+            registry.position_table(model_source.config),
         )
+    progress.note(f"max_sequence_length {tokenizer.length.value}: {tokenizer.length.reason}")
     with progress.stage(f"loading the model for [{chosen}]"):
         from .loading import load_model
 
@@ -484,6 +491,8 @@ def export(source: str | Path, out: str | Path, task: str | None = None, **optio
             settings.trust_remote_code,
             settings.allow_pickle,
         )
+    for notice in loaded.notices:
+        progress.note(notice)
     labels = registry.labels_for_task(chosen, loaded.id2label, model_source.id)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))

@@ -8,20 +8,17 @@ transformers would quietly initialise the head at random and the package would s
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from engine.errors import ExportError
 
 from .registry import HEADS, ArchitectureSpec
-from .source import ModelSource, read_modules
+from .sentence_pipeline import read_sentence_pipeline
+from .source import ModelSource
 from .wrappers import (
     BartSequenceClassification,
-    DenseLayer,
     GraphWrapper,
     LastHiddenState,
     LogitsOutput,
@@ -31,17 +28,6 @@ from .wrappers import (
     SentenceEmbedding,
     SparseExpansion,
 )
-
-# sentence-transformers Pooling config keys → our pooling modes.
-_ST_POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-}
-_ST_UNSUPPORTED_POOLING = ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
-# Dense activations we rebuild; sentence-transformers stores the class's import path.
-_DENSE_ACTIVATIONS = {"Identity", "Tanh", "ReLU", "GELU", "Sigmoid"}
 
 
 @dataclasses.dataclass
@@ -55,6 +41,7 @@ class LoadedModel:
     num_heads: int
     hidden_size: int
     task_options: dict[str, Any]
+    notices: list[str] = dataclasses.field(default_factory=list)
 
 
 def _auto_class(head: str) -> Any:
@@ -126,82 +113,6 @@ def _load_pretrained(model_class: Any, source: ModelSource, head: str, trust_rem
     return model
 
 
-def _dense_layer(directory: Path, allow_pickle: bool) -> DenseLayer:
-    config = json.loads((directory / "config.json").read_text())
-    activation_name = str(config.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(
-        ".", 1
-    )[-1]
-    if activation_name not in _DENSE_ACTIVATIONS:
-        raise ExportError(f"unsupported Dense activation [{activation_name}] in {directory}")
-    linear = nn.Linear(
-        int(config["in_features"]), int(config["out_features"]), bias=bool(config.get("bias", True))
-    )
-    safetensors_file = directory / "model.safetensors"
-    pickle_file = directory / "pytorch_model.bin"
-    if safetensors_file.is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(safetensors_file))
-    elif pickle_file.is_file() and allow_pickle:
-        state = torch.load(str(pickle_file), map_location="cpu", weights_only=True)
-    elif pickle_file.is_file():
-        raise ExportError(
-            f"[{directory}] has only pickle weights (pytorch_model.bin), and unpickling can run arbitrary code; "
-            "convert them to safetensors or pass --allow-pickle"
-        )
-    else:
-        raise ExportError(
-            f"[{directory}] holds no Dense weights (model.safetensors; pickle weights need --allow-pickle)"
-        )
-    linear.load_state_dict({key.removeprefix("linear."): value for key, value in state.items()})
-    return DenseLayer(linear, getattr(nn, activation_name)())
-
-
-@dataclasses.dataclass(frozen=True)
-class SentencePipeline:
-    """The parts of a sentence-transformers pipeline that follow the encoder."""
-
-    pooling: tuple[str, ...]
-    dense: tuple[DenseLayer, ...]
-    normalize: bool
-    similarity: str | None
-
-
-def read_sentence_pipeline(source: ModelSource, allow_pickle: bool) -> SentencePipeline:
-    """Pooling, Dense and Normalize from ``modules.json``; a plain HF model gets mean pooling, as
-    sentence-transformers (and therefore eland) gives it."""
-    modules = read_modules(source.path)
-    pooling: tuple[str, ...] = ("mean",)
-    dense: list[DenseLayer] = []
-    normalize = False
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        directory = source.path / str(module.get("path", ""))
-        if kind == "Transformer":
-            continue
-        if kind == "Pooling":
-            config = json.loads((directory / "config.json").read_text())
-            unsupported = [key for key in _ST_UNSUPPORTED_POOLING if config.get(key)]
-            if unsupported:
-                raise ExportError(f"unsupported sentence-transformers pooling {unsupported} in {directory}")
-            pooling = tuple(mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key))
-            if not pooling:
-                raise ExportError(f"the Pooling module in {directory} enables no pooling mode")
-        elif kind == "Dense":
-            dense.append(_dense_layer(directory, allow_pickle))
-        elif kind == "Normalize":
-            normalize = True
-        else:
-            raise ExportError(
-                f"unsupported sentence-transformers module [{module.get('type')}] in {source.path}"
-            )
-    similarity = None
-    st_config = source.path / "config_sentence_transformers.json"
-    if st_config.is_file():
-        similarity = json.loads(st_config.read_text()).get("similarity_fn_name")
-    return SentencePipeline(pooling, tuple(dense), normalize, similarity)
-
-
 def _dimensions(config: Any) -> tuple[int, int]:
     """Attention heads and hidden size, for ORT's fuser (DistilBERT names them differently)."""
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None) or 0
@@ -223,7 +134,7 @@ def load_model(
     """Load the model for ``task`` and wrap it in the graph contract of that task."""
     head = HEADS[task]
     model = _load_pretrained(_model_class(spec, head, source.config), source, head, trust_remote_code)
-    normalized, similarity, task_options = False, None, {}
+    normalized, similarity, task_options, notices = False, None, {}, []
     wrapper: GraphWrapper
     if spec.model_type == "dpr":
         wrapper = PooledOutput(model, input_names)
@@ -234,7 +145,8 @@ def load_model(
         pipeline = read_sentence_pipeline(source, allow_pickle)
         wrapper = SentenceEmbedding(model, input_names, pipeline.pooling, pipeline.dense, pipeline.normalize)
         normalized, similarity = pipeline.normalize, pipeline.similarity
-        task_options["pooling"] = list(wrapper.pooling)
+        task_options.update(pipeline.task_options())
+        notices = pipeline.notices()
     elif task == "pass_through":
         wrapper = LastHiddenState(model, input_names)
     elif task == "question_answering":
@@ -256,4 +168,5 @@ def load_model(
         num_heads=heads,
         hidden_size=hidden,
         task_options=task_options,
+        notices=notices,
     )

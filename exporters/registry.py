@@ -11,11 +11,16 @@ Supported pairs (``SUPPORTED`` below is the source of truth; ``supported_pairs()
 * BART: every task but ``ner`` (transformers has no ``BartForTokenClassification``).
 * DPR (context and question encoders): ``text_embedding`` only (the encoder's pooled CLS output).
 * RetriBERT: ``text_embedding`` only (query tower by default, document tower on request).
-* sentence-transformers bi-encoders over any of these (``modules.json``): ``text_embedding`` with
-  Pooling (cls / max / mean / mean_sqrt_len, concatenated when several), Dense and Normalize in the graph.
+* sentence-transformers bi-encoders over any of these (``modules.json``, the pre-5 and the 5.x layout):
+  ``text_embedding`` with Pooling (cls / max / mean / mean_sqrt_len, concatenated when several), Dense
+  and Normalize in the graph; weightedmean and lasttoken pooling are refused (``sentence_pipeline.py``).
 
 Manifest fields the exporter adds beyond docs/INTERNALS.md: ``task_options.pooling`` (text_embedding),
-``task_options.tower`` (RetriBERT), ``optimization.rejected`` (why the fused graph was not used) and
+``task_options.prompts`` / ``default_prompt_name`` / ``include_prompt`` (sentence-transformers prompt
+settings, recorded and never applied), ``provenance.max_sequence_length`` (value, origin and reason:
+origin ``tokenizer``, ``config``, ``flag``, ``question_answering`` or ``bert_default``, see
+``tokenizer.max_sequence_length``), ``task_options.tower`` (RetriBERT), ``optimization.rejected`` (why
+the fused graph was not used) and
 ``quantization.int8_rejected`` (the quantiser's report when int8 missed its threshold and the fp32 graph
 shipped instead). The package never holds the fp32 graph next to the int8 one.
 """
@@ -221,24 +226,65 @@ def graph_inputs(spec: ArchitectureSpec, type_vocab_size: int | None) -> tuple[s
     return spec.inputs
 
 
-# Architectures whose position ids start after the padding index (fairseq's convention), so their
-# position table holds ``max_position_embeddings - pad_token_id - 1`` usable positions.
-_PADDING_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "mpnet"})
+@dataclasses.dataclass(frozen=True)
+class PositionTable:
+    """What a model config says about input positions, read the way each architecture's modeling code
+    in transformers uses them.
+
+    Attributes:
+        positions: tokens the position table can embed (``max_position_embeddings`` less ``offset``), or
+            ``None`` when the config has no ``max_position_embeddings``.
+        offset: table rows no token can use. RoBERTa and XLM-RoBERTa number positions from
+            ``padding_idx + 1`` with ``padding_idx = pad_token_id``; MPNet does too, but its
+            ``padding_idx`` is always 1 whatever the pad id; BART's table already holds
+            ``max_position_embeddings + 2`` rows, so its offset costs no position.
+        absolute: longer rows fail (an absolute table); ``False`` for DeBERTa-v2/v3 without
+            ``position_biased_input``, whose relative attention runs at any length, so ``positions`` is
+            only the length it was trained at.
+    """
+
+    positions: int | None
+    offset: int = 0
+    absolute: bool = True
+    model_type: str = ""
+
+    @property
+    def limit(self) -> int | None:
+        """The most tokens a row may hold, or ``None`` when no table bounds it."""
+        return self.positions if self.absolute else None
+
+    def describe(self) -> str:
+        """Where ``positions`` came from, for the export's output and the manifest."""
+        if self.positions is None:
+            return "no max_position_embeddings"
+        if self.offset:
+            return (
+                f"max_position_embeddings {self.positions + self.offset} minus {self.model_type}'s position "
+                f"offset {self.offset}"
+            )
+        return f"max_position_embeddings {self.positions}"
 
 
-def position_limit(config: Mapping[str, Any]) -> int | None:
-    """The most tokens the model's absolute position table can embed, or ``None`` when positions are
-    relative only (DeBERTa-v2/v3 without ``position_biased_input``)."""
-    model_type = config.get("model_type")
-    if model_type == "deberta-v2" and not config.get("position_biased_input", True):
-        return None
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int):
-        return None
-    if model_type in _PADDING_OFFSET_POSITIONS:
+# Learned positions that start after padding_idx (fairseq's convention): padding_idx is the config's
+# pad id for these, and fixed at 1 for MPNet (transformers' MPNetEmbeddings).
+_PAD_ID_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta"})
+_MPNET_PADDING_IDX = 1
+
+
+def position_table(config: Mapping[str, Any]) -> PositionTable:
+    """The model's :class:`PositionTable`, from its raw ``config.json``."""
+    model_type = str(config.get("model_type", ""))
+    table_rows = config.get("max_position_embeddings")
+    if not isinstance(table_rows, int) or isinstance(table_rows, bool) or table_rows <= 0:
+        return PositionTable(None, model_type=model_type)
+    offset = 0
+    if model_type in _PAD_ID_OFFSET_POSITIONS:
         pad_token_id = config.get("pad_token_id")
-        return positions - (1 if pad_token_id is None else int(pad_token_id)) - 1
-    return positions
+        offset = (1 if pad_token_id is None else int(pad_token_id)) + 1
+    elif model_type == "mpnet":
+        offset = _MPNET_PADDING_IDX + 1
+    absolute = not (model_type == "deberta-v2" and not config.get("position_biased_input", True))
+    return PositionTable(max(table_rows - offset, 0), offset, absolute, model_type)
 
 
 def detect_task(

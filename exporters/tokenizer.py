@@ -16,6 +16,8 @@ from typing import Any
 from engine.errors import ExportError
 from engine.manifest import TokenizationConfig
 
+from .registry import PositionTable
+
 # eland's ceiling on a trustworthy ``model_max_length`` (ELASTIC_REFERENCE.md §8.4); larger values are the
 # transformers "unset" sentinel (1e30) or lengths the model was never trained at.
 TOKENIZER_NAME = "tokenizer.json"
@@ -24,6 +26,7 @@ BERT_DEFAULT_LENGTH = 512
 # eland's question-answering settings (SQuAD conventions, §2.3 and §8.4).
 QA_MAX_SEQUENCE_LENGTH = 386
 QA_SPAN = 128
+LENGTH_ORIGINS = ("flag", "tokenizer", "config", "question_answering", "bert_default")
 SPECIAL_TOKEN_ROLES = ("cls", "sep", "pad", "unk", "mask")
 REQUIRED_ROLES = ("cls", "sep", "pad", "unk")
 # Files a fast tokenizer can be built from: its own JSON, or the vocabularies transformers converts.
@@ -37,6 +40,7 @@ class PackageTokenizer:
     hf_tokenizer: Any  # transformers.PreTrainedTokenizerFast; typed loosely to keep transformers lazy
     tokenization: TokenizationConfig
     special_tokens: dict[str, list[Any]]
+    length: SequenceLength
 
     def save(self, directory: Path) -> None:
         """Write ``tokenizer.json`` with truncation and padding off."""
@@ -102,34 +106,84 @@ def _do_lower_case(hf_tokenizer: Any) -> bool:
     return bool(value)
 
 
-def max_sequence_length(
-    hf_tokenizer: Any, tokenizer_type: str, override: int | None, task: str, position_limit: int | None
-) -> int:
-    """eland's rule (§8.4): an explicit value; else ``model_max_length`` when ≤ 8192; else 512 for BERT
-    tokenizers; question answering uses 386 unless the user says otherwise.
+@dataclasses.dataclass(frozen=True)
+class SequenceLength:
+    """The package's ``max_sequence_length`` and where it came from.
 
-    No length may exceed the model's position table (``position_limit``): rows that long would fail
-    at inference time. An explicit value over it is refused; a derived one is lowered to it.
+    Attributes:
+        value: tokens per model row.
+        origin: ``flag`` (``--max-sequence-length``), ``tokenizer`` (its ``model_max_length``),
+            ``config`` (the model's position table), ``question_answering`` (eland's 386) or
+            ``bert_default`` (eland's 512 for BERT tokenizers when nothing else says).
+        reason: one line saying how the value was reached, printed by the export.
     """
+
+    value: int
+    origin: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.origin not in LENGTH_ORIGINS:
+            raise ValueError(f"unknown max_sequence_length origin [{self.origin}]")
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's record of it (``provenance.max_sequence_length``)."""
+        return {"value": self.value, "origin": self.origin, "reason": self.reason}
+
+
+def _tokenizer_length(hf_tokenizer: Any) -> int | None:
+    """``model_max_length`` when the tokenizer really sets one (not transformers' 1e30 "unset" sentinel,
+    nor a length past eland's 8192 ceiling)."""
+    length = getattr(hf_tokenizer, "model_max_length", None)
+    if isinstance(length, int) and not isinstance(length, bool) and 0 < length <= MAX_TRUSTED_LENGTH:
+        return length
+    return None
+
+
+def max_sequence_length(
+    hf_tokenizer: Any, tokenizer_type: str, override: int | None, task: str, positions: PositionTable
+) -> SequenceLength:
+    """eland's rule (§8.4), with the model config where eland gives up: an explicit value; question
+    answering's 386; the tokenizer's ``model_max_length`` when ≤ 8192; else the position table's length
+    (``max_position_embeddings`` less the architecture's offset, capped at eland's 8192 ceiling); else
+    512 for BERT tokenizers.
+
+    No length may exceed an absolute position table: rows that long would fail at inference time.
+    An explicit value over it is refused; a derived one is lowered to it.
+    """
+    limit, where = positions.limit, positions.describe()
     if override is not None:
         if override <= 0:
             raise ExportError(f"[max_sequence_length] must be greater than 0; got [{override}]")
-        if position_limit is not None and override > position_limit:
+        if limit is not None and override > limit:
             raise ExportError(
-                f"[max_sequence_length] [{override}] exceeds the model's {position_limit} positions"
+                f"[max_sequence_length] [{override}] exceeds the model's {limit} positions ({where})"
             )
-        return override
-    length = getattr(hf_tokenizer, "model_max_length", None)
+        return SequenceLength(override, "flag", "--max-sequence-length")
     if task == "question_answering":
-        length = QA_MAX_SEQUENCE_LENGTH
-    elif not (isinstance(length, int) and 0 < length <= MAX_TRUSTED_LENGTH):
-        if tokenizer_type != "bert":
-            raise ExportError(
-                "cannot tell the model's maximum input length (its tokenizer sets no model_max_length); "
-                "pass --max-sequence-length"
-            )
-        length = BERT_DEFAULT_LENGTH
-    return length if position_limit is None else min(length, position_limit)
+        wanted, origin, reason = (
+            QA_MAX_SEQUENCE_LENGTH,
+            "question_answering",
+            "eland's question-answering length",
+        )
+    elif (length := _tokenizer_length(hf_tokenizer)) is not None:
+        wanted, origin, reason = length, "tokenizer", "the tokenizer's model_max_length"
+    elif positions.positions is not None:
+        capped = min(positions.positions, MAX_TRUSTED_LENGTH)
+        reason = f"the tokenizer sets no model_max_length; {where}"
+        if capped < positions.positions:
+            reason += f", capped at {MAX_TRUSTED_LENGTH} as eland caps"
+        return SequenceLength(capped, "config", reason)
+    elif tokenizer_type == "bert":
+        wanted, origin, reason = BERT_DEFAULT_LENGTH, "bert_default", "eland's default for BERT tokenizers"
+    else:
+        raise ExportError(
+            "cannot tell the model's maximum input length (its tokenizer sets no model_max_length and its "
+            "config no max_position_embeddings); pass --max-sequence-length"
+        )
+    if limit is not None and wanted > limit:
+        return SequenceLength(limit, "config", f"{reason} {wanted}, lowered to the model's {where}")
+    return SequenceLength(wanted, origin, reason)
 
 
 def special_tokens(hf_tokenizer: Any, path: Path) -> dict[str, list[Any]]:
@@ -185,13 +239,16 @@ def prepare_tokenizer(
     task: str,
     max_length_override: int | None,
     trust_remote_code: bool,
-    position_limit: int | None = None,
+    positions: PositionTable | None = None,
 ) -> PackageTokenizer:
     """Load the source's tokenizer and work out everything the manifest records about it."""
     hf_tokenizer = load_tokenizer(path, trust_remote_code)
-    length = max_sequence_length(hf_tokenizer, tokenizer_type, max_length_override, task, position_limit)
+    length = max_sequence_length(
+        hf_tokenizer, tokenizer_type, max_length_override, task, positions or PositionTable(None)
+    )
     return PackageTokenizer(
         hf_tokenizer=hf_tokenizer,
-        tokenization=tokenization_config(hf_tokenizer, tokenizer_type, task, length),
+        tokenization=tokenization_config(hf_tokenizer, tokenizer_type, task, length.value),
         special_tokens=special_tokens(hf_tokenizer, path),
+        length=length,
     )

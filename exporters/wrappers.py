@@ -143,9 +143,10 @@ class RetriBertTower(GraphWrapper):
 class SentenceEmbedding(GraphWrapper):
     """A sentence-transformers bi-encoder as one graph: encoder, Pooling, Dense layers, Normalize.
 
-    Pooling follows ``sentence_transformers.models.Pooling``: several modes concatenate in the order
-    cls, max, mean, mean_sqrt_len; max pooling sets padded positions to -1e9 first, mean divides by the
-    clamped token count.
+    Pooling follows sentence-transformers' ``Pooling``: several modes concatenate in the order given
+    (the reader of ``modules.json`` puts the pre-5 layout's modes in that layout's fixed order); max
+    pooling sets padded positions to -1e9 first, mean divides by the clamped token count. Rows are
+    right-padded, so the CLS vector is the first position.
     """
 
     def __init__(
@@ -159,8 +160,8 @@ class SentenceEmbedding(GraphWrapper):
         super().__init__(model, input_names)
         unknown = set(pooling) - set(POOLING_MODES)
         if unknown or not pooling:
-            raise ValueError(f"pooling modes must be a non-empty subset of {POOLING_MODES}; got {pooling}")
-        self.pooling = tuple(mode for mode in POOLING_MODES if mode in pooling)
+            raise ValueError(f"pooling modes must be a non-empty sequence of {POOLING_MODES}; got {pooling}")
+        self.pooling = tuple(pooling)
         self.dense = nn.Sequential(*dense)
         self.normalize = normalize
 

@@ -14,6 +14,14 @@ special tokens); byte-level BPE (RoBERTa, BART) and Unigram (XLM-RoBERTa, DeBERT
 
 Architecture names are ``config.model_type`` values, except DPR, which is ``dpr_question`` or
 ``dpr_context`` (the two encoders share the model type).
+
+Two knobs cover what users' checkpoints vary in: ``model_max_length=None`` saves a tokenizer that sets no
+length (transformers then reports its 1e30 "unset" sentinel, as for tokenizers saved with
+``PreTrainedTokenizerFast`` or trained with ``tokenizers``), and ``positions`` sizes the position table
+(``max_position_embeddings`` plus the architecture's offset). sentence-transformers folders come in both
+layouts: ``library`` is saved by the installed sentence-transformers (5.x: ``pooling_mode`` strings and
+the new module paths), ``legacy`` is the pre-5 layout written by hand (``pooling_mode_*_tokens``
+booleans, ``sentence_transformers.models.*`` types).
 """
 
 from __future__ import annotations
@@ -54,7 +62,11 @@ TASK_LABELS: dict[str, tuple[str, ...]] = {
     "text_similarity": ("LABEL_0",),
 }
 
-_models: dict[tuple[str, str], Path] = {}
+ST_LAYOUTS = ("library", "legacy")
+# Our pooling names → sentence-transformers 5's.
+_ST_MODE_NAMES = {"cls": "cls", "max": "max", "mean": "mean", "mean_sqrt_len": "mean_sqrt_len_tokens"}
+
+_models: dict[tuple[Any, ...], Path] = {}
 _sentence_models: dict[tuple[Any, ...], Path] = {}
 _tokenizers: dict[str, Any] = {}
 
@@ -191,8 +203,9 @@ def tiny_tokenizer(architecture: str, work: Path) -> Any:
     return tokenizer
 
 
-def tiny_config(architecture: str, vocab_size: int, tokenizer: Any) -> Any:
-    """A 2-layer, hidden-32 config; position tables fit ``MAX_LENGTH`` tokens (+2 for RoBERTa's offset)."""
+def tiny_config(architecture: str, vocab_size: int, tokenizer: Any, positions: int = MAX_LENGTH) -> Any:
+    """A 2-layer, hidden-32 config whose position table fits ``positions`` tokens (+2 rows for the
+    RoBERTa-style offset of RoBERTa, XLM-RoBERTa and MPNet)."""
     import transformers as tf
 
     common = {"vocab_size": vocab_size, "pad_token_id": tokenizer.pad_token_id}
@@ -201,10 +214,10 @@ def tiny_config(architecture: str, vocab_size: int, tokenizer: Any) -> Any:
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "intermediate_size": 2 * HIDDEN,
-        "max_position_embeddings": MAX_LENGTH,
+        "max_position_embeddings": positions,
         **common,
     }
-    roberta_like = {**bert_like, "max_position_embeddings": MAX_LENGTH + 2, "type_vocab_size": 1}
+    roberta_like = {**bert_like, "max_position_embeddings": positions + 2, "type_vocab_size": 1}
     specials = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
     if architecture == "bert":
         return tf.BertConfig(**bert_like)
@@ -225,7 +238,7 @@ def tiny_config(architecture: str, vocab_size: int, tokenizer: Any) -> Any:
             n_layers=2,
             n_heads=2,
             hidden_dim=2 * HIDDEN,
-            max_position_embeddings=MAX_LENGTH,
+            max_position_embeddings=positions,
             **common,
         )
     if architecture == "mobilebert":
@@ -265,7 +278,7 @@ def tiny_config(architecture: str, vocab_size: int, tokenizer: Any) -> Any:
             decoder_attention_heads=2,
             encoder_ffn_dim=2 * HIDDEN,
             decoder_ffn_dim=2 * HIDDEN,
-            max_position_embeddings=MAX_LENGTH,
+            max_position_embeddings=positions,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -304,10 +317,11 @@ def _task_model(architecture: str, task: str, config: Any) -> torch.nn.Module:
     return auto.from_config(config)
 
 
-def _write_sentence_modules(
+def _write_legacy_sentence_modules(
     directory: Path, hidden: int, pooling: tuple[str, ...], dense: int | None, normalize: bool
 ) -> None:
-    """sentence-transformers' module folders: Pooling, optional Dense (safetensors), optional Normalize."""
+    """The pre-5 sentence-transformers layout by hand: ``sentence_transformers.models.*`` module types,
+    a Pooling config of ``pooling_mode_*`` booleans, Dense weights in safetensors, Normalize."""
     from safetensors.torch import save_file
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
@@ -317,6 +331,8 @@ def _write_sentence_modules(
         "pooling_mode_mean_tokens": "mean" in pooling,
         "pooling_mode_max_tokens": "max" in pooling,
         "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len" in pooling,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
     }
     (directory / "1_Pooling").mkdir()
     (directory / "1_Pooling" / "config.json").write_text(json.dumps(pool_config))
@@ -360,6 +376,55 @@ def _write_sentence_modules(
     )
 
 
+def _st_modules() -> Any:
+    """sentence-transformers' module classes: their 5.x home, or ``models`` in older releases."""
+    try:
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:  # sentence-transformers < 5.4
+        from sentence_transformers import models as modules
+    return modules
+
+
+def _save_library_sentence_transformer(
+    hf_dir: Path,
+    directory: Path,
+    pooling: tuple[str, ...],
+    dense: int | None,
+    normalize: bool,
+    prompts: dict[str, str] | None,
+    default_prompt_name: str | None,
+    include_prompt: bool,
+) -> None:
+    """Save ``hf_dir`` as a sentence-transformers folder with the installed library's own ``save``."""
+    from sentence_transformers import SentenceTransformer
+
+    modules = _st_modules()
+    pipeline = [
+        modules.Transformer(str(hf_dir)),
+        modules.Pooling(
+            HIDDEN,
+            pooling_mode=tuple(_ST_MODE_NAMES[mode] for mode in pooling),
+            include_prompt=include_prompt,
+        ),
+    ]
+    if dense is not None:
+        pipeline.append(modules.Dense(HIDDEN * len(pooling), dense, activation_function=torch.nn.Tanh()))
+    if normalize:
+        pipeline.append(modules.Normalize())
+    model = SentenceTransformer(
+        modules=pipeline, device="cpu", prompts=prompts, default_prompt_name=default_prompt_name
+    )
+    model.save(str(directory))
+
+
+def _unset_model_max_length(directory: Path) -> None:
+    """Drop ``model_max_length`` from the saved tokenizer config, so transformers reports it unset."""
+    config_file = directory / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("model_max_length", None)
+    config_file.write_text(json.dumps(config, indent=2))
+
+
 def _save(model: torch.nn.Module, tokenizer: Any, directory: Path) -> None:
     directory.mkdir(parents=True)
     model.save_pretrained(str(directory), safe_serialization=True)
@@ -371,23 +436,47 @@ def _save(model: torch.nn.Module, tokenizer: Any, directory: Path) -> None:
         config_file.write_text(json.dumps(config, indent=2))
 
 
-def build_tiny_model(architecture: str, task: str, tmp_path: Path) -> Path:
-    """A saved tiny model for ``task`` (sentence-transformers folder with mean pooling and Normalize for
-    text_embedding, except DPR and RetriBERT, which are their own encoders). Cached per process."""
-    key = (architecture, task)
+def _save_tiny(architecture: str, task: str, tmp_path: Path, directory: Path, positions: int) -> None:
+    tokenizer = tiny_tokenizer(architecture, tmp_path / "tokenizer-build" / architecture)
+    torch.manual_seed(SEED)
+    config = tiny_config(architecture, len(tokenizer), tokenizer, positions)
+    _save(_task_model(architecture, task, config).eval(), tokenizer, directory)
+
+
+def _variant(model_max_length: int | None, positions: int) -> str:
+    """The directory-name suffix of a non-default tokenizer length or position table."""
+    suffix = "" if model_max_length == MAX_LENGTH else f"-len{model_max_length or 'unset'}"
+    return suffix + ("" if positions == MAX_LENGTH else f"-pos{positions}")
+
+
+def build_tiny_model(
+    architecture: str,
+    task: str,
+    tmp_path: Path,
+    *,
+    model_max_length: int | None = MAX_LENGTH,
+    positions: int = MAX_LENGTH,
+) -> Path:
+    """A saved tiny model for ``task`` (for text_embedding a sentence-transformers folder saved by the
+    installed library, mean pooling and Normalize, except DPR and RetriBERT, which are their own
+    encoders). ``model_max_length=None`` leaves the tokenizer's length unset. Cached per process."""
+    key = (architecture, task, model_max_length, positions)
     if key in _models:
         return _models[key]
     if task not in tiny_tasks(architecture):
         raise ValueError(f"no tiny [{task}] model for [{architecture}]")
+    if model_max_length not in (MAX_LENGTH, None):
+        raise ValueError("model_max_length is MAX_LENGTH or None (unset)")
     tmp_path = Path(tmp_path)
-    tokenizer = tiny_tokenizer(architecture, tmp_path / "tokenizer-build" / architecture)
-    torch.manual_seed(SEED)
-    config = tiny_config(architecture, len(tokenizer), tokenizer)
-    model = _task_model(architecture, task, config).eval()
-    directory = tmp_path / f"{architecture}-{task}"
-    _save(model, tokenizer, directory)
+    directory = tmp_path / f"{architecture}-{task}{_variant(model_max_length, positions)}"
     if task == "text_embedding" and architecture not in EMBEDDING_ONLY:
-        _write_sentence_modules(directory, HIDDEN, ("mean",), None, True)
+        hf_dir = tmp_path / "hf-build" / directory.name
+        _save_tiny(architecture, task, tmp_path, hf_dir, positions)
+        _save_library_sentence_transformer(hf_dir, directory, ("mean",), None, True, None, None, True)
+    else:
+        _save_tiny(architecture, task, tmp_path, directory, positions)
+    if model_max_length is None:
+        _unset_model_max_length(directory)
     _models[key] = directory
     return directory
 
@@ -398,19 +487,39 @@ def build_tiny_sentence_transformer(
     pooling: tuple[str, ...] = ("mean",),
     dense: int | None = None,
     normalize: bool = True,
+    *,
+    layout: str = "library",
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    include_prompt: bool = True,
 ) -> Path:
-    """A tiny sentence-transformers bi-encoder with the given Pooling modes, an optional Dense layer of
-    ``dense`` outputs (tanh) and an optional Normalize module. Cached per process."""
-    key = (architecture, pooling, dense, normalize)
+    """A tiny sentence-transformers bi-encoder with the given Pooling modes (concatenated in this order
+    by the library layout; the legacy layout has its own fixed order), an optional Dense layer of
+    ``dense`` outputs (tanh) and an optional Normalize module. Prompts and ``include_prompt`` need the
+    library layout. Cached per process."""
+    if layout not in ST_LAYOUTS:
+        raise ValueError(f"layout must be one of {ST_LAYOUTS}")
+    prompt_settings = (tuple(sorted((prompts or {}).items())), default_prompt_name, include_prompt)
+    if layout == "legacy" and prompt_settings != ((), None, True):
+        raise ValueError(
+            "prompts and include_prompt are sentence-transformers 5 settings: use the library layout"
+        )
+    key = (architecture, pooling, dense, normalize, layout, prompt_settings)
     if key in _sentence_models:
         return _sentence_models[key]
     tmp_path = Path(tmp_path)
-    tokenizer = tiny_tokenizer(architecture, tmp_path / "tokenizer-build" / architecture)
-    torch.manual_seed(SEED)
-    config = tiny_config(architecture, len(tokenizer), tokenizer)
-    model = _task_model(architecture, "text_embedding", config).eval()
-    directory = tmp_path / f"st-{architecture}-{'-'.join(pooling)}-{dense}-{normalize}"
-    _save(model, tokenizer, directory)
-    _write_sentence_modules(directory, HIDDEN, pooling, dense, normalize)
+    name = f"st-{layout}-{architecture}-{'-'.join(pooling)}-{dense}-{normalize}-{len(_sentence_models)}"
+    directory = tmp_path / name
+    if layout == "legacy":
+        _save_tiny(architecture, "text_embedding", tmp_path, directory, MAX_LENGTH)
+        torch.manual_seed(SEED)
+        _write_legacy_sentence_modules(directory, HIDDEN, pooling, dense, normalize)
+    else:
+        hf_dir = tmp_path / "hf-build" / name
+        _save_tiny(architecture, "text_embedding", tmp_path, hf_dir, MAX_LENGTH)
+        torch.manual_seed(SEED)
+        _save_library_sentence_transformer(
+            hf_dir, directory, pooling, dense, normalize, prompts, default_prompt_name, include_prompt
+        )
     _sentence_models[key] = directory
     return directory

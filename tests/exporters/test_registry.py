@@ -124,29 +124,100 @@ def test_tokenization_rules_per_task(tiny_root: Path) -> None:
     }
 
 
-def test_max_sequence_length_fallbacks() -> None:
-    class Unset:
-        model_max_length = int(1e30)  # transformers' "not set" sentinel
+class _Tokenizer:
+    def __init__(self, model_max_length: object) -> None:
+        self.model_max_length = model_max_length
 
-    class Long:
-        model_max_length = 1024
 
-    assert max_sequence_length(Unset(), "bert", None, "fill_mask", None) == 512
-    with pytest.raises(ExportError, match="pass --max-sequence-length"):
-        max_sequence_length(Unset(), "roberta", None, "fill_mask", 512)
+UNSET = _Tokenizer(int(1e30))  # transformers' "not set" sentinel
+TABLE_512 = registry.PositionTable(512, model_type="bert")
+
+
+def test_max_sequence_length_from_the_tokenizer_or_the_flag() -> None:
+    length = max_sequence_length(_Tokenizer(256), "roberta", None, "fill_mask", TABLE_512)
+    assert (length.value, length.origin) == (256, "tokenizer")
+    length = max_sequence_length(UNSET, "roberta", 128, "fill_mask", TABLE_512)
+    assert (length.value, length.origin) == (128, "flag")
     with pytest.raises(ExportError, match=r"must be greater than 0; got \[0\]"):
-        max_sequence_length(Unset(), "bert", 0, "fill_mask", None)
-    assert max_sequence_length(Long(), "roberta", None, "fill_mask", 512) == 512  # lowered to the positions
-    assert max_sequence_length(Long(), "deberta_v2", None, "fill_mask", None) == 1024
+        max_sequence_length(UNSET, "bert", 0, "fill_mask", TABLE_512)
     with pytest.raises(
-        ExportError, match=r"\[max_sequence_length\] \[600\] exceeds the model's 512 positions"
+        ExportError,
+        match=r"\[max_sequence_length\] \[600\] exceeds the model's 512 positions \(max_position_embeddings 514 "
+        r"minus roberta's position offset 2\)",
     ):
-        max_sequence_length(Long(), "roberta", 600, "fill_mask", 512)
+        max_sequence_length(
+            _Tokenizer(1024), "roberta", 600, "fill_mask", registry.PositionTable(512, 2, True, "roberta")
+        )
+    qa = max_sequence_length(_Tokenizer(512), "bert", None, "question_answering", TABLE_512)
+    assert (qa.value, qa.origin) == (386, "question_answering")
 
 
-def test_position_limits() -> None:
-    assert registry.position_limit({"model_type": "bert", "max_position_embeddings": 512}) == 512
-    roberta = {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}
-    assert registry.position_limit(roberta) == 512
-    deberta_v3 = {"model_type": "deberta-v2", "max_position_embeddings": 512, "position_biased_input": False}
-    assert registry.position_limit(deberta_v3) is None
+@pytest.mark.parametrize("unset", [int(1e30), None, 0, 1e30, True])
+def test_max_sequence_length_from_the_config_when_the_tokenizer_says_nothing(unset: object) -> None:
+    table = registry.position_table(
+        {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}
+    )
+    length = max_sequence_length(_Tokenizer(unset), "roberta", None, "fill_mask", table)
+    assert (length.value, length.origin) == (512, "config")
+    assert length.reason == (
+        "the tokenizer sets no model_max_length; max_position_embeddings 514 minus roberta's position offset 2"
+    )
+    assert length.to_json() == {"value": 512, "origin": "config", "reason": length.reason}
+
+
+def test_max_sequence_length_caps_and_lowers() -> None:
+    long_table = registry.PositionTable(32768, model_type="bert")
+    capped = max_sequence_length(UNSET, "bert", None, "fill_mask", long_table)
+    assert (capped.value, capped.origin) == (8192, "config")
+    assert capped.reason.endswith("capped at 8192 as eland caps")
+    # A tokenizer that promises more than the table holds is lowered to the table.
+    lowered = max_sequence_length(_Tokenizer(1024), "roberta", None, "fill_mask", TABLE_512)
+    assert (lowered.value, lowered.origin) == (512, "config")
+    assert "model_max_length 1024, lowered to the model's max_position_embeddings 512" in lowered.reason
+    # Relative positions (DeBERTa-v3) bound nothing: the tokenizer's longer length stands, and without
+    # one the length it was trained at is used.
+    relative = registry.PositionTable(512, 0, False, "deberta-v2")
+    assert max_sequence_length(_Tokenizer(1024), "deberta_v2", None, "fill_mask", relative).value == 1024
+    assert max_sequence_length(UNSET, "deberta_v2", None, "fill_mask", relative).value == 512
+    assert max_sequence_length(UNSET, "deberta_v2", 2048, "fill_mask", relative).value == 2048
+
+
+def test_max_sequence_length_without_tokenizer_or_config() -> None:
+    unknown = registry.PositionTable(None)
+    bert = max_sequence_length(UNSET, "bert", None, "fill_mask", unknown)
+    assert (bert.value, bert.origin) == (512, "bert_default")
+    with pytest.raises(ExportError, match=r"config no max_position_embeddings\); pass --max-sequence-length"):
+        max_sequence_length(UNSET, "roberta", None, "fill_mask", unknown)
+
+
+@pytest.mark.parametrize(
+    ("config", "limit", "positions"),
+    [
+        ({"model_type": "bert", "max_position_embeddings": 512}, 512, 512),
+        ({"model_type": "distilbert", "max_position_embeddings": 512}, 512, 512),
+        ({"model_type": "electra", "max_position_embeddings": 512}, 512, 512),
+        ({"model_type": "mobilebert", "max_position_embeddings": 512}, 512, 512),
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 512, 512),
+        ({"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 512, 512),
+        # RoBERTa's padding_idx is the pad id; MPNet's is always 1, whatever the pad id says.
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 3}, 510, 510),
+        ({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}, 512, 512),
+        ({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 30526}, 512, 512),
+        # BART's table holds max_position_embeddings + 2 rows: its offset costs no position.
+        ({"model_type": "bart", "max_position_embeddings": 1024, "pad_token_id": 1}, 1024, 1024),
+        (
+            {"model_type": "deberta-v2", "max_position_embeddings": 512, "position_biased_input": True},
+            512,
+            512,
+        ),
+        (
+            {"model_type": "deberta-v2", "max_position_embeddings": 512, "position_biased_input": False},
+            None,
+            512,
+        ),
+        ({"model_type": "bert"}, None, None),
+    ],
+)
+def test_position_tables(config: dict[str, object], limit: int | None, positions: int | None) -> None:
+    table = registry.position_table(config)
+    assert (table.limit, table.positions) == (limit, positions)
