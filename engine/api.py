@@ -14,6 +14,8 @@ import importlib.util
 import os
 import re
 import threading
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +103,33 @@ def resolve_model(model: str | os.PathLike[str] | None, task: str, quantize: str
     target = _cache_dir_for(source, task, quantize)
     if (target / MANIFEST_NAME).is_file():
         return target
+    export = _exporter(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    export(source, task=task, out=target, quantize=quantize)
+    return target
+
+
+EXPORTER_GROUP = "engine.exporters"
+
+
+def _exporter(source: str) -> Callable[..., Any]:
+    """The export function, found through the ``engine.exporters`` entry point (pyproject.toml) so that
+    ``engine`` never imports ``exporters`` by name: ``exporters`` depends on ``engine``, not the other
+    way round. Loaded only when a source needs exporting (it brings torch).
+
+    Raises:
+        ModelError: no exporter is installed, or it cannot be imported.
+    """
+    found = entry_points(group=EXPORTER_GROUP, name="export")
     try:
-        from exporters import export  # deferred: exporting needs torch, which `import engine` must not load
+        if not found:
+            raise ImportError(f"no [{EXPORTER_GROUP}] entry point is installed")
+        return next(iter(found)).load()
     except ImportError as error:
         raise ModelError(
             f"[{source}] is not a model package and exporting it needs the export extra "
             f"(pip install 'engine[export]'): {error}"
         ) from error
-    target.parent.mkdir(parents=True, exist_ok=True)
-    export(source, task=task, out=target, quantize=quantize)
-    return target
 
 
 _DEPLOYMENTS: dict[Path, Deployment] = {}

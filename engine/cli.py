@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from .errors import EngineError
@@ -86,22 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS_GROUP = "engine.commands"
+
+
 def _add_optional_verbs(subparsers: argparse._SubParsersAction) -> None:
     """Verbs whose implementation lives in optional parts; a verb whose part is missing still parses and
-    then says what to install, instead of breaking every other verb."""
+    then says what to install, instead of breaking every other verb. ``serve`` is part of ``engine``;
+    ``export`` and ``bench`` live in packages that import ``engine``, so they are found through the
+    ``engine.commands`` entry points (pyproject.toml) rather than imported here by name."""
+    commands = {point.name: point for point in entry_points(group=COMMANDS_GROUP)}
     verbs = (
-        ("export", "exporters.cli", "add_export_parser", "engine[export]"),
-        ("serve", "engine.server.cli", "add_serve_parser", "engine[server]"),
-        ("bench", "bench.cli", "add_bench_parser", "engine[bench] from a source checkout"),
+        ("export", "engine[export]"),
+        ("serve", "engine[server]"),
+        ("bench", "engine[bench] from a source checkout"),
     )
-    for verb, module_name, function, extra in verbs:
+    for verb, extra in verbs:
         try:
-            module = importlib.import_module(module_name)
+            if verb == "serve":
+                add_parser = importlib.import_module("engine.server.cli").add_serve_parser
+            elif verb in commands:
+                add_parser = commands[verb].load()
+            else:
+                raise ImportError(f"no [{COMMANDS_GROUP}] entry point [{verb}] is installed")
         except ImportError as error:
             missing = subparsers.add_parser(verb, help=f"(unavailable: install {extra})")
             missing.set_defaults(handler=_unavailable(verb, extra, error))
             continue
-        getattr(module, function)(subparsers)
+        add_parser(subparsers)
 
 
 def _unavailable(verb: str, extra: str, error: ImportError) -> Any:
