@@ -26,7 +26,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description="Export a Hugging Face model (local directory or hub id) to an ONNX model package.",
     )
     parser.add_argument(
-        "source", help="a local model directory, or a Hugging Face hub id (needs the network)"
+        "source",
+        help="a local model directory, or a Hugging Face hub id org/name (needs the network); anything else "
+        "that is not a directory is reported as missing",
     )
     parser.add_argument(
         "--task",
@@ -48,8 +50,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--max-sequence-length",
         type=int,
         default=os.environ.get("ENGINE_EXPORT_MAX_SEQUENCE_LENGTH"),
-        help="tokens per model row; default: the tokenizer's model_max_length (QA: 386); "
-        "lower it to cap latency on long inputs",
+        help="tokens per model row; default: the tokenizer's model_max_length, else the config's "
+        "max_position_embeddings less the architecture's position offset (QA: 386); the export prints "
+        "which. Lower it to cap latency on long inputs",
     )
     parser.add_argument(
         "--opset",

@@ -17,19 +17,19 @@ import torch
 
 from engine.manifest import read_manifest
 from exporters import export
-from exporters.registry import OUTPUTS, PAIR_TASKS
+from exporters.registry import ALL_TASKS, OUTPUTS, PAIR_TASKS
 from tests.tiny_models import ARCHITECTURES, CORPUS, build_tiny_model
 
 POSITIONS = 160  # usable positions of the tiny models here (question answering needs > 128)
 FAST = {"quantize": "none", "fuse": False, "progress": False}
-# One task per architecture, spread so every head meets an unset tokenizer somewhere (text_embedding
-# for the encoder-only models; question_answering shows eland's 386 lowered to the table).
+# One task per architecture, spread so that every architecture and every task meets an unset tokenizer
+# (question_answering also shows eland's 386 lowered to the table).
 TASK_OF = {
     "bert": "ner",
     "bart": "text_classification",
     "dpr_question": "text_embedding",
     "dpr_context": "text_embedding",
-    "deberta-v2": "fill_mask",
+    "deberta-v2": "text_expansion",
     "distilbert": "question_answering",
     "electra": "text_similarity",
     "mobilebert": "pass_through",
@@ -88,6 +88,7 @@ def _torch(architecture: str, task: str, model_dir: Path, feeds: dict[str, np.nd
             return [model.encode(TEXTS, convert_to_numpy=True, batch_size=len(TEXTS))]
         auto = {
             "fill_mask": tf.AutoModelForMaskedLM,
+            "text_expansion": tf.AutoModelForMaskedLM,
             "ner": tf.AutoModelForTokenClassification,
             "question_answering": tf.AutoModelForQuestionAnswering,
             "pass_through": tf.AutoModel,
@@ -97,6 +98,9 @@ def _torch(architecture: str, task: str, model_dir: Path, feeds: dict[str, np.nd
         return [output.start_logits.numpy(), output.end_logits.numpy()]
     if task == "pass_through":
         return [output.last_hidden_state.numpy()]
+    if task == "text_expansion":
+        weights = np.log1p(np.maximum(output.logits.numpy(), 0.0)) * feeds["attention_mask"][..., None]
+        return [weights.max(axis=1)]
     return [output.logits.numpy()]
 
 
@@ -115,6 +119,11 @@ def _assert_matches(
             got, want = got[mask.astype(bool)], want[mask.astype(bool)]
         error = np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-6)
         assert error <= 1e-3, f"{spec.name}: relative error {error:.2e}"
+
+
+def test_unset_lengths_cover_every_architecture_and_task() -> None:
+    assert set(TASK_OF) == set(ARCHITECTURES)
+    assert set(TASK_OF.values()) == ALL_TASKS
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
