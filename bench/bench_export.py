@@ -34,7 +34,8 @@ import onnxruntime as ort
 from exporters.calibration import calibration_sentences
 from exporters.optimize import optimize_graph
 from exporters.quantize import quantize_with_guard
-from tests.exporters.mpnet import export_mean_pooled, mpnet_dir, sentence_feeds
+
+from .mpnet import export_mean_pooled, mpnet_dir, sentence_feeds
 
 CALIBRATION = 128
 SHORT = "A man is eating a piece of bread."

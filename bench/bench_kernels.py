@@ -1,5 +1,5 @@
 """Kernel micro-benchmarks: each engine._kernels entry point against the NumPy code a task would
-otherwise run, on the shapes in tests/kernels/cases.py (which tests/kernels/test_bench_cases.py
+otherwise run, on the shapes in bench/kernel_cases.py (which tests/kernels/test_bench_cases.py
 checks give the same answers).
 
     python -m bench.bench_kernels [--json out.json] [--repeat N]
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from engine import _kernels
-from tests.kernels.cases import KernelCase, all_cases
+
+from .kernel_cases import KernelCase, all_cases
 
 #: The logit Elasticsearch gives to non-context positions before the QA softmax.
 QA_MASKED_LOGIT = -10000.0

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bench.bench_kernels import NUMPY_EQUIVALENTS
+from bench.kernel_cases import KernelCase, all_cases
 from engine import _kernels
-from tests.kernels.cases import KernelCase, all_cases
 
 CASES = all_cases()
 PAIRS = [(case, label) for case in CASES for label, _ in NUMPY_EQUIVALENTS[case.kernel]]

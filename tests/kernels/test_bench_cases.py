@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench import bench_kernels
-from tests.kernels.cases import KernelCase, all_cases
+from bench.kernel_cases import KernelCase, all_cases
 from tests.kernels.loader import kernels
 from tests.tolerances import KERNEL_NUMPY_ABS, KERNEL_NUMPY_REL
 

@@ -1,6 +1,7 @@
-"""Kernel inputs at the sizes the tasks see, shared by tests/kernels/test_bench_cases.py and
-bench/bench_kernels.py, so that whatever the benchmark measures is also tested
-(../shared/docs/STYLE.md, rule 18)."""
+"""Kernel inputs at the sizes the tasks see, measured by bench/bench_kernels.py and checked by
+tests/kernels/test_bench_cases.py, so that whatever the benchmark measures is also tested
+(../shared/docs/STYLE.md, rule 18). They live in bench/ because bench ships and tests import bench,
+never the other way round."""
 
 from __future__ import annotations
 
