@@ -238,3 +238,29 @@ def test_accuracy_threshold_zero_is_used_as_given(tiny_root: Path, tmp_path: Pat
     assert quantization["mode"] == "int8"
     assert quantization["agreement"]["threshold"] == 0.0
     assert quantization["kept_fp32"] == []
+
+
+def test_two_exports_are_byte_identical(tiny_root: Path, tmp_path: Path) -> None:
+    """Same source, task, options and libraries: the same bytes, guard search included (threshold
+    1.0 keeps it searching), in this process and in another with a different hash seed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from exporters import export
+    from tests.tiny_models import build_tiny_model
+
+    source = build_tiny_model("bert", "fill_mask", tiny_root)
+    options = {"quantize": "int8", "accuracy_threshold": 1.0, "progress": False}
+    first = export(source, tmp_path / "first", **options)
+    code = f"from exporters import export; export({str(source)!r}, {str(tmp_path / 'second')!r}, **{options!r})"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(repo)}
+    subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, check=True)
+    second = tmp_path / "second"
+    manifest = json.loads((first / "engine.json").read_text())
+    assert manifest["quantization"]["kept_fp32"], "the guard search did not run"
+    assert (first / "engine.json").read_bytes() == (second / "engine.json").read_bytes()
+    for name in manifest["files"]:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
