@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _kernels
-from ..errors import InferenceFailed, InvalidInput, ModelError
+from ..errors import InvalidInput, ModelError
 from ..tokenization import Window
 from .common import (
     Prepared,
@@ -79,11 +79,15 @@ class FillMask(TaskRunner[FillMaskConfig, FillMaskPrepared, TokenScores]):
             raise InvalidInput(f"only one {mask} token should exist in the input")
         tokenized = tokenizer.single(text, cfg.truncate, cfg.span)
         window = tokenized.windows[0]
-        # Checked here rather than after the model ran: a mask cut off by truncation can never
-        # be answered, and Elasticsearch fails such a request with this 500.
+        # Checked here rather than after the model ran: a mask cut off by truncation can never be
+        # answered. Elasticsearch fails this with a 500 naming the token id; it is the input's doing, so
+        # it is a 400 that says why.
         positions = np.flatnonzero(window.input_ids == tokenizer.mask_token_id)
         if positions.size == 0:
-            raise InferenceFailed(f"mask token id [{tokenizer.mask_token_id}] not found in the tokenization")
+            raise InvalidInput(
+                f"the {mask} token fell past [max_sequence_length] [{tokenizer.config.max_sequence_length}] "
+                f"and was truncated away; put it earlier in the text or shorten the text before it"
+            )
         return FillMaskPrepared(
             text=text,
             windows=[window],

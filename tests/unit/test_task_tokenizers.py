@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.errors import InferenceFailed, InputTooLarge, InvalidInput, ModelError
+from engine.errors import InputTooLarge, InvalidInput, ModelError
 from engine.manifest import Manifest, TokenizationConfig
 from engine.tasks import TASK_NAMES, get_task
 from engine.tokenization import Tokenizer
@@ -110,9 +110,13 @@ def test_fill_mask_needs_exactly_one_mask(splade_dir, text, message):
 def test_fill_mask_truncated_away(splade_dir):
     manifest = bert_manifest("fill_mask", max_sequence_length=6)
     task = get_task("fill_mask").bind(manifest, load_tokenizer(splade_dir, manifest))
-    with pytest.raises(InferenceFailed) as error:
+    with pytest.raises(InvalidInput) as error:
         task.prepare("one two three four five [MASK]", task.parse_config({}))
-    assert error.value.message == "mask token id [103] not found in the tokenization"
+    assert error.value.message == (
+        "the [MASK] token fell past [max_sequence_length] [6] and was truncated away; "
+        "put it earlier in the text or shorten the text before it"
+    )
+    assert error.value.status == 400
 
 
 def test_fill_mask_needs_a_mask_token_in_the_vocabulary():
