@@ -111,7 +111,7 @@ class Gate:
             await self.app(scope, receive, send_with_header)
         status = status_holder["status"]
         route = scope.get("engine.route", "unmatched")
-        self.metrics.requests.inc(route, scope.get("method", ""), str(status))
+        self.metrics.record_request(route, scope.get("method", ""), status)
         if self.state.config.access_log:
             client = scope.get("client")
             access_log.info(json.dumps({
@@ -174,7 +174,8 @@ def endpoint(path: str, methods: list[str], handler: Handler) -> Route:
 
 async def metrics_route(request: Request) -> Any:
     metrics: ServerMetrics = request.app.state.metrics
-    return Response(metrics.registry.render(), media_type=metrics.registry.CONTENT_TYPE)
+    body, content_type = metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type})
 
 
 ROUTES: tuple[tuple[str, list[str], Handler], ...] = (

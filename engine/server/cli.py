@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # Fail at import when the server extra is missing, so `engine` lists `serve` as "install engine[server]"
 # (engine/cli.py) without importing the web stack on every command.
-for _module in ("starlette", "uvicorn"):
+for _module in ("starlette", "uvicorn", "prometheus_client"):
     if importlib.util.find_spec(_module) is None:
         raise ImportError(f"engine serve needs {_module}: pip install 'engine[server]'")
 

@@ -74,7 +74,7 @@ async def infer(request: Request, entry: DeploymentEntry, texts: list[str], time
     metrics: ServerMetrics = request.app.state.metrics
     request.scope["engine.deployment"] = entry.deployment_id
     request.scope["engine.docs"] = len(texts)
-    metrics.documents.inc(entry.deployment_id, amount=len(texts))
+    metrics.record_documents(entry.deployment_id, len(texts))
     started = time.perf_counter()
     outcome = "error"
     try:
@@ -88,8 +88,7 @@ async def infer(request: Request, entry: DeploymentEntry, texts: list[str], time
         outcome = "timeout"
         raise
     finally:
-        metrics.inferences.inc(entry.deployment_id, outcome)
-        metrics.latency.observe(time.perf_counter() - started, entry.deployment_id)
+        metrics.record_inference(entry.deployment_id, outcome, time.perf_counter() - started)
 
 
 def check_doc_count(count: int, max_docs: int) -> None:

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from engine.errors import InvalidInput, MalformedBody, NotDeployed, PackageError, QueueFull, ResourceNotFound
-from engine.metrics import Counter, Gauge, Histogram, Registry
+from engine.metrics import ServerMetrics
 from engine.server.app import api_key_matches, dialect_for, error_body
 from engine.server.cli import add_serve_parser, build_config
 from engine.server.es_schemas import parse_endpoint_body, parse_infer_body, parse_start_params
@@ -22,29 +22,41 @@ from engine.server.wire import parse_text_inputs as parse_tei_inputs
 from engine.units import parse_byte_size, parse_time_value
 
 
-def test_prometheus_text_format() -> None:
-    registry = Registry()
-    requests = registry.add(Counter("engine_requests_total", "Requests.", ("route", "status")))
-    latency = registry.add(Histogram("engine_latency_seconds", "Latency.", ("deployment",), buckets=(0.1, 1.0)))
-    registry.add(Gauge("engine_queue_depth", "Queue.", ("deployment",), lambda: [(("a\"b",), 3.0)]))
-    requests.inc("/embed", "200")
-    requests.inc("/embed", "200", amount=2)
-    latency.observe(0.05, "minilm")
-    latency.observe(0.5, "minilm")
-    latency.observe(5.0, "minilm")
-    text = registry.render()
-    assert "# TYPE engine_requests_total counter" in text
-    assert 'engine_requests_total{route="/embed",status="200"} 3' in text
-    assert 'engine_latency_seconds_bucket{deployment="minilm",le="0.1"} 1' in text
-    assert 'engine_latency_seconds_bucket{deployment="minilm",le="1"} 2' in text
-    assert 'engine_latency_seconds_bucket{deployment="minilm",le="+Inf"} 3' in text
-    assert 'engine_latency_seconds_count{deployment="minilm"} 3' in text
-    assert 'engine_latency_seconds_sum{deployment="minilm"} 5.55' in text
-    assert 'engine_queue_depth{deployment="a\\"b"} 3' in text
-    with pytest.raises(ValueError):
-        requests.inc("/embed")
-    with pytest.raises(ValueError):
-        registry.add(Counter("engine_requests_total", "again"))
+class StatsOnly:
+    """A deployment as the metrics see it: only ``stats()``."""
+
+    def __init__(self, pending: int) -> None:
+        self.pending = pending
+
+    def stats(self) -> dict[str, int]:
+        return {"number_of_pending_requests": self.pending, "number_of_allocations": 2, "inference_count": 7}
+
+
+def test_prometheus_exposition() -> None:
+    metrics = ServerMetrics(lambda: [("minilm", StatsOnly(3)), ('a"b', StatsOnly(0))])
+    for _ in range(3):
+        metrics.record_request("/embed", "POST", 200)
+    metrics.record_documents("minilm", 5)
+    for seconds in (0.05, 0.5, 5.0):
+        metrics.record_inference("minilm", "ok", seconds)
+    metrics.record_inference("minilm", "rejected", 0.001)
+    body, content_type = metrics.render()
+    text = body.decode()
+    assert content_type.startswith("text/plain")
+    assert "# TYPE engine_http_requests_total counter" in text
+    assert 'engine_http_requests_total{method="POST",route="/embed",status="200"} 3.0' in text
+    assert 'engine_inference_requests_total{deployment="minilm",outcome="ok"} 3.0' in text
+    assert 'engine_inference_requests_total{deployment="minilm",outcome="rejected"} 1.0' in text
+    assert 'engine_inference_documents_total{deployment="minilm"} 5.0' in text
+    assert 'engine_inference_duration_seconds_bucket{deployment="minilm",le="0.1"} 2.0' in text
+    assert 'engine_inference_duration_seconds_bucket{deployment="minilm",le="1.0"} 3.0' in text
+    assert 'engine_inference_duration_seconds_bucket{deployment="minilm",le="+Inf"} 4.0' in text
+    assert 'engine_inference_duration_seconds_count{deployment="minilm"} 4.0' in text
+    assert 'engine_deployment_queue_depth{deployment="minilm"} 3.0' in text
+    assert 'engine_deployment_queue_depth{deployment="a\\"b"} 0.0' in text
+    assert 'engine_deployment_allocations{deployment="minilm"} 2.0' in text
+    openmetrics, kind = metrics.render("application/openmetrics-text; version=1.0.0")
+    assert kind.startswith("application/openmetrics-text") and openmetrics.decode().endswith("# EOF\n")
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("1m", 60.0), ("-1", None),
