@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from .. import _kernels
+from .. import _kernels, units
 from ..errors import InvalidInput, ModelError
 from ..manifest import TASKS, TRUNCATE_MODES, Manifest
 from ..tokenization import NO_SPAN, Tokenizer, Window, validate_window_settings
@@ -248,8 +248,7 @@ def parse_int(task: str, update: Mapping[str, Any], key: str, default: int, mini
     value = update.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"[{task}] [{key}] must be an integer; got [{value}]")
+    value = units.parse_int(value, key, owner=task, strict=True)
     if value < minimum:
         raise InvalidInput(f"[{task}] [{key}] must be greater than or equal to [{minimum}]; got [{value}]")
     return value
@@ -259,9 +258,7 @@ def parse_bool(task: str, update: Mapping[str, Any], key: str, default: bool) ->
     value = update.get(key, default)
     if value is None:
         return default
-    if not isinstance(value, bool):
-        raise InvalidInput(f"[{task}] [{key}] must be a boolean; got [{value}]")
-    return value
+    return units.parse_bool(value, key, owner=task, strict=True)
 
 
 def parse_string_list(task: str, value: Any, key: str) -> tuple[str, ...]:
