@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import importlib.util
 import json
 import os
 import sys
@@ -25,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError, InvalidInput
+
+# Fail at import without the batch extra, so `engine` lists `batch` as "install engine[batch]" (engine/cli.py).
+if importlib.util.find_spec("tqdm") is None:
+    raise ImportError("engine batch needs tqdm: pip install 'engine[batch]'")
 
 INPUT_SUFFIXES = (".jsonl", ".parquet", ".txt")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")

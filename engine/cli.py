@@ -92,19 +92,22 @@ COMMANDS_GROUP = "engine.commands"
 
 def _add_optional_verbs(subparsers: argparse._SubParsersAction) -> None:
     """Verbs whose implementation lives in optional parts; a verb whose part is missing still parses and
-    then says what to install, instead of breaking every other verb. ``serve`` is part of ``engine``;
+    then says what to install, instead of breaking every other verb. ``serve`` and ``batch`` are part of ``engine``;
     ``export`` and ``bench`` live in packages that import ``engine``, so they are found through the
     ``engine.commands`` entry points (pyproject.toml) rather than imported here by name."""
     commands = {point.name: point for point in entry_points(group=COMMANDS_GROUP)}
     verbs = (
         ("export", "engine[export]"),
         ("serve", "engine[server]"),
+        ("batch", "engine[batch]"),
         ("bench", "engine[bench] from a source checkout"),
     )
     for verb, extra in verbs:
         try:
             if verb == "serve":
                 add_parser = importlib.import_module("engine.server.cli").add_serve_parser
+            elif verb == "batch":
+                add_parser = importlib.import_module("engine.batch_job").add_batch_parser
             elif verb in commands:
                 add_parser = commands[verb].load()
             else:

@@ -83,7 +83,7 @@ def infer_dataset(ds: Any, model: str | os.PathLike[str] | None, task: str, colu
         raise InvalidInput(f"[batch_size] must be a positive integer, got [{batch_size!r}]")
     DeploymentConfig(threads_per_allocation=threads_per_allocation, queue_capacity=batch_size)
     package = load_package(resolve_model(model, task), verify=True)
-    package.task.parse_config(package.manifest, dict(config))  # a bad config fails here, not in every row
+    package.runner.parse_config(dict(config))  # a bad config fails here, not in every row
     return ds.map_batches(
         Predictor,
         fn_constructor_kwargs={"package_path": str(package.path), "task": task, "column": column,

@@ -148,7 +148,7 @@ class RayDeployment:
         options = dict(plan.serve_options)
         actor_options = dict(options.pop("ray_actor_options"))
         if self._package_arg == SHIPPED:
-            actor_options["runtime_env"] = {"working_dir": str(self._package.path)}
+            actor_options["runtime_env"] = {"working_dir": _ship(self._package.path)}
         deployment = serve.deployment(Allocation, name=SERVE_DEPLOYMENT_NAME, ray_actor_options=actor_options,
                                       **options)
         # Deployment.options(version=...) is Serve's internal (``_internal``) way to pin the version.
@@ -391,6 +391,22 @@ class RayDeployment:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _ship(path: Path) -> str:
+    """Upload a package into the cluster's storage (GCS) once, content-addressed, and give its URI:
+    Serve cannot upload a local directory for a deployment itself (only ``ray.init`` can for a job), so
+    this does what ``ray.init(runtime_env={"working_dir": ...})`` does, through the same (internal)
+    packaging functions. Every node then fetches and caches the package as the replicas' working
+    directory. Ray keeps an upload while actors use it; a deployment scaled to zero for longer than
+    ``RAY_RUNTIME_ENV_TEMPORARY_REFERENCE_EXPIRATION_S`` can lose it, so use a shared path there."""
+    import tempfile
+
+    from ray._private.runtime_env.packaging import get_uri_for_directory, upload_package_if_needed
+
+    uri = get_uri_for_directory(str(path), include_gitignore=False)
+    upload_package_if_needed(uri, tempfile.gettempdir(), str(path), include_gitignore=False)
+    return uri
 
 
 async def _awaited(response: Any) -> Any:
