@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ from ..units import parse_bool, parse_int
 from .settings import ServerConfig
 from .state import DeploymentEntry, ServerState
 from .wire import (
+    Handler,
     Route,
     check_doc_count,
     engine_state,
@@ -122,11 +123,18 @@ def build_tei_info(item: DeploymentEntry, config: ServerConfig, version: str) ->
     }
 
 
-async def tei_embed(request: Request) -> Any:
-    state = engine_state(request)
-    body = tei_body(await read_body(request))
-    entry = state.default_deployment(body.get("model"), ("text_embedding",))
-    return await _embed(request, state, entry, body)
+Serve = Callable[[Request, ServerState, DeploymentEntry, Mapping[str, Any]], Awaitable[Any]]
+
+
+def on_model(tasks: tuple[str, ...], serve: Serve) -> Handler:
+    """A TEI route: read the body, pick the deployment (``model``, else the default one of ``tasks``)."""
+
+    async def handler(request: Request) -> Any:
+        state = engine_state(request)
+        body = tei_body(await read_body(request))
+        return await serve(request, state, state.default_deployment(body.get("model"), tasks), body)
+
+    return handler
 
 
 async def _embed(request: Request, state: ServerState, entry: DeploymentEntry, body: Mapping[str, Any]) -> Any:
@@ -139,13 +147,6 @@ async def _embed(request: Request, state: ServerState, entry: DeploymentEntry, b
     results = await infer(request, entry, texts, None, **tei_tokenization(body, state.config.auto_truncate))
     vectors = [[float(x) for x in results_value(result)] for result in results]
     return [normalized(vector) if normalize else vector for vector in vectors]
-
-
-async def tei_embed_sparse(request: Request) -> Any:
-    state = engine_state(request)
-    body = tei_body(await read_body(request))
-    entry = state.default_deployment(body.get("model"), ("text_expansion",))
-    return await _embed_sparse(request, state, entry, body)
 
 
 async def _embed_sparse(request: Request, state: ServerState, entry: DeploymentEntry,
@@ -176,13 +177,6 @@ async def tei_rerank(request: Request) -> Any:
                           **tei_tokenization(body, state.config.auto_truncate))
     return rank(results, texts, top_n, return_text, score_key="score", text_key="text",
                 transform=None if raw_scores else sigmoid)
-
-
-async def tei_predict(request: Request) -> Any:
-    state = engine_state(request)
-    body = tei_body(await read_body(request))
-    entry = state.default_deployment(body.get("model"), ("text_classification", "text_similarity"))
-    return await _predict(request, state, entry, body)
 
 
 async def _predict(request: Request, state: ServerState, entry: DeploymentEntry, body: Mapping[str, Any],
@@ -217,13 +211,6 @@ async def _predict(request: Request, state: ServerState, entry: DeploymentEntry,
             answers.append([{"score": float(top["class_probability"]), "label": str(top["class_name"])}
                             for top in result.get("top_classes", [])][:top_k])
     return answers[0] if single and not wrap_single else answers
-
-
-async def tei_similarity(request: Request) -> Any:
-    state = engine_state(request)
-    body = tei_body(await read_body(request))
-    entry = state.default_deployment(body.get("model"), ("text_embedding",))
-    return await _similarity(request, state, entry, body)
 
 
 async def _similarity(request: Request, state: ServerState, entry: DeploymentEntry,
@@ -307,11 +294,11 @@ async def tei_root(request: Request) -> Any:
 ROUTES: tuple[Route, ...] = (
     ("/", ["POST"], tei_root),
     ("/models/{model_id}", ["POST"], tei_root),
-    ("/embed", ["POST"], tei_embed),
-    ("/embed_sparse", ["POST"], tei_embed_sparse),
+    ("/embed", ["POST"], on_model(("text_embedding",), _embed)),
+    ("/embed_sparse", ["POST"], on_model(("text_expansion",), _embed_sparse)),
     ("/rerank", ["POST"], tei_rerank),
-    ("/predict", ["POST"], tei_predict),
-    ("/similarity", ["POST"], tei_similarity),
+    ("/predict", ["POST"], on_model(("text_classification", "text_similarity"), _predict)),
+    ("/similarity", ["POST"], on_model(("text_embedding",), _similarity)),
     ("/tokenize", ["POST"], tei_tokenize),
     ("/info", ["GET"], tei_info),
     ("/health", ["GET"], health),
