@@ -161,12 +161,15 @@ def run(task: str, texts: str | list[str], model: str | os.PathLike[str] | None 
     Args:
         task: ``fill_mask``, ``ner``, ``question_answering``, ``text_classification``, ``text_embedding``,
             ``text_expansion``, ``text_similarity``, ``zero_shot_classification`` or ``pass_through``.
-        texts: one string or a list of strings; the result list has one dict per text, in order.
+        texts: one string or a list of strings of any length; the result list has one dict per text, in
+            order. Long lists stream through the deployment's bounded queue (``infer(wait_for_room=True)``):
+            they are tokenised window by window, never all at once, and never rejected with QueueFull.
         model: a model package directory, a Hugging Face model directory or hub id (exported into
             ``$ENGINE_HOME`` on first use), or None for the task's default model.
         **config: the task's inference_config update keys (``question``, ``text``, ``labels``,
             ``multi_label``, ``num_top_classes``, ``max_answer_length``, ``results_field``,
-            ``span_score_combination_function``, ``tokenization``), plus ``timeout`` in seconds.
+            ``span_score_combination_function``, ``tokenization``), plus ``timeout`` in seconds (per
+            window of queued texts).
 
     Returns:
         One result dict per text, shaped like ``inference_results`` entries of Elasticsearch's ``_infer``.
@@ -195,7 +198,8 @@ def run(task: str, texts: str | list[str], model: str | os.PathLike[str] | None 
         raise ModelError(f"model package [{path}] was exported for task "
                          f"[{deployment.package.manifest.task}], not [{task}]")
     timeout = config.pop("timeout", None)
-    return deployment.infer(texts, timeout=timeout, **config)
+    # A list of any length: its texts wait for room in the bounded queue rather than fail with QueueFull.
+    return deployment.infer(texts, timeout=timeout, wait_for_room=True, **config)
 
 
 def load(model: str | os.PathLike[str] | None, task: str | None = None, **deployment_config: Any) -> Deployment:

@@ -33,6 +33,7 @@ server's worker pool) decides.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -157,28 +158,64 @@ class Deployment:
     # -- requests -----------------------------------------------------------------------------
 
     def infer(self, texts: str | Sequence[str], timeout: float | None = None, priority: str = "normal",
-              **config: Any) -> list[dict[str, Any]]:
+              *, wait_for_room: bool = False, **config: Any) -> list[dict[str, Any]]:
         """Run the task on texts and wait for the results.
 
         Args:
             texts: one string or a list; one result per text, in order.
             timeout: seconds from queueing until the results must be back; None waits as long as it
                 takes (Elasticsearch's REST default is 10 s, its ingest processor waits for hours).
+                With ``wait_for_room`` it applies to each window from the moment that window is queued.
             priority: ``high`` (served first, like ES search-time inference), ``normal`` or ``low``.
+            wait_for_room: the blocking mode for batch callers (``engine.run`` uses it). False (the
+                default, as Elasticsearch): all texts are queued at once or the call fails with
+                QueueFull. True: texts of any number stream through the bounded queue in windows of
+                half its capacity, each window prepared (tokenised) only when the previous one is
+                queued and waiting for room instead of failing, so memory stays bounded and the
+                results still come back in input order. Other callers arriving while the queue is
+                full still get QueueFull.
             **config: the task's inference_config update keys.
 
         Returns:
             The task's result dicts.
 
         Raises:
-            InvalidInput: bad config or text (before anything is queued).
-            QueueFull: the queue cannot take all the texts (429).
+            InvalidInput: bad config or text (before anything of its window is queued).
+            QueueFull: the queue cannot take all the texts (429; never with ``wait_for_room``).
             InferenceTimeout: the results did not come back in time (408).
             InferenceFailed: the graph failed on a batch holding one of the texts (500).
             DeploymentStopped: the deployment stopped before the texts ran (409).
             NotDeployed: the deployment was already stopped.
         """
+        if wait_for_room:
+            return self._infer_in_windows(check_request(texts, timeout, priority), timeout, priority, config)
         request, cfg, prepared = self._submit(texts, timeout, priority, config)
+        self._wait(request)
+        return self._finish(request, cfg, prepared)
+
+    def _infer_in_windows(self, texts: list[str], timeout: float | None, priority: str,
+                          config: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``infer(wait_for_room=True)``: two windows in flight, so the workers run one while this
+        thread prepares the next and finishes the last; each window waits for room in the queue."""
+        size = max(1, self.config.queue_capacity // 2)
+        in_flight: collections.deque[tuple[Request, Any, list[Any]]] = collections.deque()
+        results: list[dict[str, Any]] = []
+        try:
+            for start in range(0, len(texts), size):
+                window = texts[start:start + size]
+                in_flight.append(self._submit(window, timeout, priority, config, wait_for_room=True))
+                while len(in_flight) > 1:
+                    results.extend(self._collect(*in_flight.popleft()))
+            while in_flight:
+                results.extend(self._collect(*in_flight.popleft()))
+        except BaseException as error:
+            withdrawn = error if isinstance(error, EngineError) else InvalidInput("inference call interrupted")
+            for request, _, _ in in_flight:
+                self._end(request, withdrawn)
+            raise
+        return results
+
+    def _collect(self, request: Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
         self._wait(request)
         return self._finish(request, cfg, prepared)
 
@@ -206,7 +243,7 @@ class Deployment:
         return await loop.run_in_executor(None, self._finish, request, cfg, prepared)
 
     def _submit(self, texts: str | Sequence[str], timeout: float | None, priority: str,
-                config: Mapping[str, Any]) -> tuple[Request, Any, list[Any]]:
+                config: Mapping[str, Any], wait_for_room: bool = False) -> tuple[Request, Any, list[Any]]:
         texts = check_request(texts, timeout, priority)
         self._check_running()
         runner = self.package.runner
@@ -233,6 +270,10 @@ class Deployment:
         with self._cond:
             if self._state != "started":
                 self._check_running()
+            while wait_for_room and not self._queue.has_room(len(entries)):
+                self._cond.wait()  # woken when a batch is taken or a request settles
+                if self._state != "started":
+                    self._check_running()
             if not self._queue.offer(entries):
                 self._stats.record_rejected(len(entries))
                 raise QueueFull(QUEUE_FULL_MESSAGE)
@@ -299,6 +340,7 @@ class Deployment:
                 entry.settled = True
                 self._pending_texts -= 1
         self._pending_requests.discard(request)
+        self._cond.notify_all()  # its queued texts left: callers waiting for room may go on
         request.done.set()
         for callback in request.callbacks:
             try:
@@ -344,6 +386,7 @@ class Deployment:
                             break
                         rows = self._queue.take_batch()
                         if rows:
+                            self._cond.notify_all()  # the queue has room again
                             break
                         self._cond.wait()
                 if not rows:

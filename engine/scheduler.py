@@ -106,9 +106,13 @@ class RequestQueue:
             collections.deque() for _ in REQUEST_PRIORITIES
         )
 
+    def has_room(self, n_entries: int) -> bool:
+        """Whether ``n_entries`` more texts fit now."""
+        return self.live + n_entries <= self.capacity
+
     def offer(self, entries: Sequence[Entry]) -> bool:
         """Queue all of ``entries`` or none (False when they do not all fit)."""
-        if self.live + len(entries) > self.capacity:
+        if not self.has_room(len(entries)):
             return False
         for entry in entries:
             self._levels[entry.rank].append(entry)
