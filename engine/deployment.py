@@ -60,7 +60,7 @@ from .errors import (
 )
 from .scheduler import REQUEST_PRIORITIES, Entry, Outputs, Request, RequestQueue, check_request
 from .session import create_session
-from .stats import DeploymentStats
+from .stats import DeploymentStats, allocation_state
 from .units import format_time_value
 
 if TYPE_CHECKING:
@@ -644,12 +644,6 @@ class Deployment:
             cores = [list(allocation.cores) if allocation.cores is not None and self.config.pin_threads else None
                      for allocation in self._allocations if not allocation.retiring]
             state = self._state
-        if target > 0 and serving == 0:
-            allocation_state = "starting"
-        elif serving < target:
-            allocation_state = "started"
-        else:
-            allocation_state = "fully_allocated"
         result: dict[str, Any] = {
             "deployment_id": self.deployment_id,
             "model_id": self.model_id,
@@ -663,7 +657,7 @@ class Deployment:
             "allocation_status": {
                 "allocation_count": serving,
                 "target_allocation_count": target,
-                "state": allocation_state,
+                "state": allocation_state(target, serving),
             },
             "number_of_pending_requests": pending,
             "thread_settings": {

@@ -18,6 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 
+def allocation_state(target: int, serving: int) -> str:
+    """Elasticsearch's ``allocation_status.state``: ``starting`` until one allocation serves, ``started``
+    while fewer serve than wanted, then ``fully_allocated`` (any backend's stats use this rule)."""
+    if target > 0 and serving == 0:
+        return "starting"
+    if serving < target:
+        return "started"
+    return "fully_allocated"
+
+
 @dataclasses.dataclass
 class _Period:
     count: int = 0
