@@ -1,6 +1,7 @@
 """The OpenAI routes of ``engine serve``: ``POST /v1/embeddings`` (also ``/embeddings``) and
 ``GET /v1/models``, for OpenAI clients pointed at this server's ``base_url``. The request checks are
-OpenAI's shapes with our messages; errors come back in OpenAI's error object.
+OpenAI's shapes with our messages (four fields, hand-written for the reason :mod:`.tei` gives); errors
+come back in OpenAI's error object.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ TEI routes use the deployment named by ``model`` in the body (or ``/models/<id>`
 model's length are truncated unless the request says ``truncate: false`` (``--no-auto-truncate``
 restores TEI's default), because Elasticsearch truncates and its ``hugging_face`` service sends no
 flag. ``/embed_sparse?format=tokens`` answers ``{token: weight}`` per input, the form
-Elasticsearch's ``hugging_face`` sparse service reads. The request checks here are TEI's own shapes;
-their messages are ours (TEI's are serde errors), so clients match on the status and ``error_type``.
+Elasticsearch's ``hugging_face`` sparse service reads.
+
+The request checks here are hand-written although no Elasticsearch message is at stake: they are a few
+unions (a string, a pair, or a batch of either) plus the server's limits, and TEI's error contract is
+the status and ``error_type`` (its messages are serde's), so a schema library would add a dependency
+to the ``server`` extra without making an answer more compatible.
 """
 
 from __future__ import annotations
