@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import shared_path
+from tests.tolerances import ACCURACY_FRACTION_ABS
 
 pytest.importorskip("torch")
 accuracy = pytest.importorskip("bench.accuracy")
@@ -35,6 +36,6 @@ def test_int8_within_tolerance_and_fp32_matches_reference(name: str) -> None:
     if model != "splade":
         shared_path("models", model)
     row = accuracy.evaluate(name, LIMITS[name])
-    assert row["engine_fp32"] == pytest.approx(row["pytorch_fp32"], abs=1e-3), row
+    assert row["engine_fp32"] == pytest.approx(row["pytorch_fp32"], abs=ACCURACY_FRACTION_ABS), row
     assert row["fp32_agreement"] >= 0.999, row
     assert row["engine_int8"] >= row["pytorch_fp32"] - tolerance, row

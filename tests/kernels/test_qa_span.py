@@ -23,6 +23,15 @@ def run(start: np.ndarray, end: np.ndarray, seq2: list[int], sizes: list[int], m
     )
 
 
+def has_tiny_scores(
+    start: np.ndarray, end: np.ndarray, seq2: list[int], sizes: list[int], max_len: int
+) -> bool:
+    """Candidates scoring in (0, TINY): there the kernel's flush to zero and the oracle's subnormals
+    legitimately disagree about which spans score above 0."""
+    candidates = reference.qa_candidates(start.tolist(), end.tolist(), seq2, sizes, max_len)
+    return any(0.0 < span[3] < TINY for span in candidates)
+
+
 def check(
     start: np.ndarray, end: np.ndarray, seq2: list[int], sizes: list[int], max_len: int, k: int
 ) -> None:
@@ -31,7 +40,6 @@ def check(
     expected = reference.qa_top_spans(starts, ends, seq2, sizes, max_len, k)
     candidates = reference.qa_candidates(starts, ends, seq2, sizes, max_len)
     scores = {span[:3]: span[3] for span in candidates}
-    assume(not any(0.0 < score < TINY for score in scores.values()))
     assert len(got) == len(expected)
     for span, expected_span in zip(got, expected, strict=True):
         assert close(span[3], expected_span[3]), (span, expected_span)
@@ -57,6 +65,7 @@ def qa_inputs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, list[int], list[
 @PROPERTY
 @given(inputs=qa_inputs(), max_len=st.integers(1, 20), k=st.integers(-1, 12))
 def test_matches_reference(inputs: tuple, max_len: int, k: int) -> None:
+    assume(not has_tiny_scores(*inputs, max_len))
     check(*inputs, max_len, k)
 
 
@@ -67,6 +76,7 @@ def test_awkward_sizes(seq_len: int, seed: int) -> None:
     end = random_logits(seed + 100, (2, seq_len), specials=False)
     seq2 = [min(3, seq_len), min(5, seq_len)]
     sizes = [seq_len, max(seq_len - 4, 0)]
+    assert not has_tiny_scores(start, end, seq2, sizes, 15)  # normal logits: no underflowing scores
     for k in (1, 5):
         check(start, end, seq2, sizes, 15, k)
 

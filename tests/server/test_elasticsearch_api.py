@@ -10,6 +10,7 @@ import pytest
 from elasticsearch import ApiError, BadRequestError, ConflictError, Elasticsearch, NotFoundError
 
 import engine
+from tests.tolerances import SAME_GRAPH_ABS
 
 from .conftest import API_KEY, ServerProcess
 
@@ -51,7 +52,7 @@ def test_infer_matches_engine_run(es: Elasticsearch, minilm_package: Path) -> No
                                        timeout="30s")
     expected = engine.run("text_embedding", texts, model=minilm_package)
     got = [item["predicted_value"] for item in answer["inference_results"]]
-    np.testing.assert_allclose(np.array(got), np.array([item["predicted_value"] for item in expected]), atol=1e-5)
+    np.testing.assert_allclose(np.array(got), np.array([item["predicted_value"] for item in expected]), atol=SAME_GRAPH_ABS)
 
 
 def test_infer_with_inference_config_update(es: Elasticsearch, sts_package: Path) -> None:
@@ -61,7 +62,7 @@ def test_infer_with_inference_config_update(es: Elasticsearch, sts_package: Path
     expected = engine.run("text_similarity", ["A man is eating food."], model=sts_package,
                           text="A man is eating a piece of bread.")
     assert answer["inference_results"][0]["predicted_value"] == pytest.approx(expected[0]["predicted_value"],
-                                                                               abs=1e-5)
+                                                                               abs=SAME_GRAPH_ABS)
     with pytest.raises(BadRequestError) as caught:
         es.ml.infer_trained_model(model_id="sts", docs=[{"text_field": "x"}],
                                   inference_config={"ner": {}})
@@ -126,7 +127,7 @@ def test_inference_api_text_embedding_and_rerank(es: Elasticsearch, minilm_packa
     answer = es.inference.text_embedding(inference_id="minilm-endpoint", input=texts)
     expected = engine.run("text_embedding", texts, model=minilm_package)
     np.testing.assert_allclose([item["embedding"] for item in answer["text_embedding"]],
-                               [item["predicted_value"] for item in expected], atol=1e-5)
+                               [item["predicted_value"] for item in expected], atol=SAME_GRAPH_ABS)
     listed = es.inference.get(task_type="text_embedding")
     assert [item["inference_id"] for item in listed["endpoints"]] == ["minilm-endpoint"]
 
@@ -141,7 +142,7 @@ def test_inference_api_text_embedding_and_rerank(es: Elasticsearch, minilm_packa
     order = sorted(range(3), key=lambda i: -scores[i]["predicted_value"])[:2]
     assert [item["index"] for item in ranked] == order
     assert ranked[0]["text"] == docs[order[0]]
-    assert ranked[0]["relevance_score"] == pytest.approx(scores[order[0]]["predicted_value"], abs=1e-5)
+    assert ranked[0]["relevance_score"] == pytest.approx(scores[order[0]]["predicted_value"], abs=SAME_GRAPH_ABS)
 
     with pytest.raises(ApiError) as caught:
         es.inference.put(task_type="rerank", inference_id="wrong-task", inference_config={

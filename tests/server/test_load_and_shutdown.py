@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 
 import engine
+from tests.tolerances import SAME_GRAPH_ABS
 
 from .conftest import API_KEY, ServerProcess, start_server, stop_server
 
@@ -61,7 +62,7 @@ def test_bounded_load_every_request_answered(server: ServerProcess, minilm_packa
                 assert body["error"]["type"] == "es_rejected_execution_exception"
                 continue
             got = [item["predicted_value"] for item in body["inference_results"]]
-            np.testing.assert_allclose(got, [expected[text] for text in texts], atol=1e-5)
+            np.testing.assert_allclose(got, [expected[text] for text in texts], atol=SAME_GRAPH_ABS)
         assert elapsed < 300
         with server.client() as http:
             assert http.get("/health").json()["status"] == "ok"

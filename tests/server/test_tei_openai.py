@@ -14,6 +14,7 @@ from huggingface_hub import InferenceClient
 from openai import BadRequestError, OpenAI
 
 import engine
+from tests.tolerances import SAME_GRAPH_ABS, SAME_GRAPH_DERIVED_ABS
 
 from .conftest import API_KEY, ServerProcess
 
@@ -29,7 +30,7 @@ def test_openai_client_embeddings(server: ServerProcess, expected_embeddings: np
     client = OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
     answer = client.embeddings.create(input=TEXTS, model="minilm")
     assert [item.index for item in answer.data] == [0, 1]
-    np.testing.assert_allclose([item.embedding for item in answer.data], expected_embeddings, atol=1e-5)
+    np.testing.assert_allclose([item.embedding for item in answer.data], expected_embeddings, atol=SAME_GRAPH_ABS)
     assert answer.usage.prompt_tokens > len(TEXTS)
     # The client asks for base64 by default when numpy is around; check the raw wire format too.
     raw = client.embeddings.with_raw_response.create(input="hello", model="minilm", encoding_format="base64")
@@ -50,19 +51,19 @@ def test_what_elasticsearch_openai_service_sends(server: ServerProcess,
     assert answer.status_code == 200
     body = answer.json()
     assert body["object"] == "list" and body["model"] == "minilm"
-    np.testing.assert_allclose([item["embedding"] for item in body["data"]], expected_embeddings, atol=1e-5)
+    np.testing.assert_allclose([item["embedding"] for item in body["data"]], expected_embeddings, atol=SAME_GRAPH_ABS)
 
 
 def test_huggingface_inference_client(server: ServerProcess, expected_embeddings: np.ndarray) -> None:
     client = InferenceClient(model=f"{server.url}/embed", token=API_KEY)
     vector = client.feature_extraction(TEXTS[0])
-    np.testing.assert_allclose(np.asarray(vector).reshape(-1), expected_embeddings[0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(vector).reshape(-1), expected_embeddings[0], atol=SAME_GRAPH_ABS)
     root = InferenceClient(model=server.url, token=API_KEY)
     similarity = root.sentence_similarity(TEXTS[0], other_sentences=[TEXTS[1], TEXTS[0]])
     cosine = float(np.dot(expected_embeddings[0], expected_embeddings[1]) /
                    (np.linalg.norm(expected_embeddings[0]) * np.linalg.norm(expected_embeddings[1])))
-    assert similarity[0] == pytest.approx(cosine, abs=1e-4)
-    assert similarity[1] == pytest.approx(1.0, abs=1e-4)
+    assert similarity[0] == pytest.approx(cosine, abs=SAME_GRAPH_DERIVED_ABS)
+    assert similarity[1] == pytest.approx(1.0, abs=SAME_GRAPH_DERIVED_ABS)
 
 
 def test_tei_embed_shapes(server: ServerProcess, expected_embeddings: np.ndarray) -> None:
@@ -75,7 +76,7 @@ def test_tei_embed_shapes(server: ServerProcess, expected_embeddings: np.ndarray
         tokens = http.post("/tokenize", json={"inputs": "Hello world", "add_special_tokens": True}).json()
     assert np.asarray(single).shape == (1, 384)
     np.testing.assert_allclose(batch, expected_embeddings / np.linalg.norm(expected_embeddings, axis=1,
-                                                                            keepdims=True), atol=1e-5)
+                                                                            keepdims=True), atol=SAME_GRAPH_ABS)
     assert np.asarray(from_es).shape == (2, 384)
     assert info["model_id"] == "minilm" and "embedding" in info["model_type"]
     assert info["max_client_batch_size"] == 64
@@ -102,9 +103,9 @@ def test_tei_sparse_and_rerank(server: ServerProcess, splade_package: Path, sts_
                                                               text="Someone eats.")]
     best = int(np.argmax(logits))
     assert ranked[0]["index"] == best and ranked[0]["text"] == docs[best]
-    assert ranked[0]["score"] == pytest.approx(1 / (1 + math.exp(-logits[best])), abs=1e-5)
-    assert raw[0]["score"] == pytest.approx(logits[best], abs=1e-5) and "text" not in raw[0]
-    assert predicted[0][0]["score"] == pytest.approx(1 / (1 + math.exp(-logits[1])), abs=1e-5)
+    assert ranked[0]["score"] == pytest.approx(1 / (1 + math.exp(-logits[best])), abs=SAME_GRAPH_ABS)
+    assert raw[0]["score"] == pytest.approx(logits[best], abs=SAME_GRAPH_ABS) and "text" not in raw[0]
+    assert predicted[0][0]["score"] == pytest.approx(1 / (1 + math.exp(-logits[1])), abs=SAME_GRAPH_ABS)
 
 
 def test_tei_errors_are_tei_shaped(server: ServerProcess) -> None:
@@ -129,9 +130,9 @@ def test_predict_text_classification(server: ServerProcess, sst2_package: Path) 
         pair = http.post("/predict", json={"inputs": [[text, "second"]], "model": "sst2"})
     assert [item["label"] for item in single] == [item["class_name"] for item in expected]
     assert [item["score"] for item in single] == pytest.approx([item["class_probability"] for item in expected],
-                                                               abs=1e-5)
+                                                               abs=SAME_GRAPH_ABS)
     assert len(batch) == 2 and batch[0] == single
     assert pair.status_code == 400
     labels = InferenceClient(model=f"{server.url}/models/sst2", token=API_KEY).text_classification(text)
     assert labels[0].label == expected[0]["class_name"]
-    assert labels[0].score == pytest.approx(expected[0]["class_probability"], abs=1e-5)
+    assert labels[0].score == pytest.approx(expected[0]["class_probability"], abs=SAME_GRAPH_ABS)

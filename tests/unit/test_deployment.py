@@ -40,6 +40,7 @@ from engine.manifest import Manifest, TokenizationConfig
 from engine.scheduler import Entry, Request, RequestQueue
 from engine.session import create_session
 from engine.units import format_time_value
+from tests.tolerances import FAKE_GRAPH_ABS, FAKE_GRAPH_REL
 
 VOCAB = 64
 DIM = 4
@@ -184,10 +185,10 @@ def assert_result(result: dict, text: str, cfg: FakeConfig = FakeConfig()) -> No
     assert result["text"] == text
     assert len(result["embeddings"]) == len(want["embeddings"])
     for got, ref in zip(result["embeddings"], want["embeddings"], strict=True):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, ref, rtol=FAKE_GRAPH_REL, atol=FAKE_GRAPH_ABS)
     for got, ref in zip(result["tokens"], want["tokens"], strict=True):
         assert got.shape == ref.shape  # the sequence axis is trimmed to the window's own length
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, ref, rtol=FAKE_GRAPH_REL, atol=FAKE_GRAPH_ABS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +359,7 @@ def test_graph_without_token_types_gets_no_token_type_input(tmp_path: Path) -> N
     with Deployment(package, DeploymentConfig(cpus=one_cpu(), cache_size=0)) as deployment:
         result = deployment.infer(["one two three four"], window=2)[0]
     want = expected("one two three four", FakeConfig(window=2), with_types=False)
-    np.testing.assert_allclose(result["embeddings"][1], want["embeddings"][1], rtol=1e-5)
+    np.testing.assert_allclose(result["embeddings"][1], want["embeddings"][1], rtol=FAKE_GRAPH_REL)
 
 
 def test_a_text_too_big_for_one_batch_is_split_and_reassembled(package: FakePackage) -> None:

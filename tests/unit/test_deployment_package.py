@@ -19,6 +19,7 @@ from engine.deployment import Deployment, DeploymentConfig
 from engine.errors import InvalidInput
 from engine.manifest import Manifest, TokenizationConfig, write_manifest
 from engine.package import load_package
+from tests.tolerances import FAKE_GRAPH_ABS, FAKE_GRAPH_REL
 from tests.unit.test_deployment import WAIT_S, build_graph
 
 DIM = 4
@@ -65,7 +66,7 @@ def test_real_package_through_the_scheduler(package_dir: Path) -> None:
         for texts, future in futures:
             for result, text in zip(future.result(WAIT_S), texts, strict=True):
                 np.testing.assert_allclose(result["predicted_value"], expected_embedding(package_dir, text),
-                                           rtol=1e-5, atol=1e-6)
+                                           rtol=FAKE_GRAPH_REL, atol=FAKE_GRAPH_ABS)
         truncated = deployment.infer(TEXTS[3], results_field="vector")[0]
         assert truncated["is_truncated"] is True and len(truncated["vector"]) == DIM
         with pytest.raises(InvalidInput):
