@@ -46,8 +46,10 @@ def error_record(error: EngineError) -> dict[str, Any]:
 
 def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
              config: Mapping[str, Any]) -> list[Result]:
-    """Every value's ``(result, error)``: the whole chunk in one call, and row by row only when the
-    chunk fails, so one bad row costs its chunk a second pass but never loses the other rows."""
+    """Every value's ``(result, error)``. The chunk runs as one call; only when that fails are its rows
+    tried one by one to find the bad ones, and then the good rows run together again: a text's numbers
+    can differ in the last bits between running alone and in a padded batch, and a job's results must
+    not depend on whether a bad row shared their chunk."""
     texts = [value for value in values if isinstance(value, str)]
     if len(texts) == len(values):
         try:
@@ -64,6 +66,14 @@ def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
             results.append((infer([value], **config)[0], None))
         except EngineError as error:
             results.append((None, error_record(error)))
+    good = [index for index, (result, _) in enumerate(results) if result is not None]
+    if 1 < len(good) < len(values):
+        try:
+            together = infer([values[index] for index in good], **config)
+        except EngineError:
+            return results  # a row that failed only in company: keep the rows' own results
+        for index, result in zip(good, together, strict=True):
+            results[index] = (result, None)
     return results
 
 
@@ -139,16 +149,21 @@ class RecordWriter:
             import pyarrow as pa
             import pyarrow.parquet as parquet
 
-            # nested results vary in shape from task to task: parquet keeps them as JSON text
-            rows = [{key: json.dumps(value) if isinstance(value, (dict, list)) else value
-                     for key, value in record.items()} for record in self._records]
-            parquet.write_table(pa.Table.from_pylist(rows), self.partial)
+            # nested results vary in shape from task to task: parquet keeps them as JSON text; a row
+            # without a result (or without an error) has a null there
+            names = list(dict.fromkeys(key for record in self._records for key in record))
+            columns = {name: [_cell(record.get(name)) for record in self._records] for name in names}
+            parquet.write_table(pa.table(columns), self.partial)
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
         if self._handle is not None:
             self._handle.close()
         self.partial.unlink(missing_ok=True)
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
 def _progress(total: int | None, enabled: bool) -> Any:
@@ -180,7 +195,8 @@ def run_local(task: str, model: str | None, input_path: str, output_path: str, *
 
     in_flight = 2 * number_of_allocations
     deployment = load(model, task=task, number_of_allocations=number_of_allocations,
-                      threads_per_allocation=threads_per_allocation, queue_capacity=batch_size * in_flight)
+                      threads_per_allocation=threads_per_allocation, queue_capacity=batch_size * in_flight,
+                      cache_size=0)  # a corpus seldom repeats; and a cached lone run must not stand in (run_rows)
     writer = RecordWriter(output_path)
     total = sum(1 for _ in read_records(input_path, column)) if progress else None
     try:

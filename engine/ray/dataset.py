@@ -38,7 +38,7 @@ class Predictor:
                              f"[{package.manifest.task}], not [{task}]")
         self._deployment = Deployment(package, DeploymentConfig(
             number_of_allocations=1, threads_per_allocation=threads, pin_threads=False,
-            queue_capacity=batch_size))
+            queue_capacity=batch_size, cache_size=0))  # no cache, as engine/batch_job.py says
         self._column = column
         self._output_column = output_column
         self._config = dict(config)

@@ -1,0 +1,81 @@
+"""``engine batch`` on this machine (no Ray): every row once, in order, bad rows as error records,
+results equal to ``engine.run`` (up to the float rounding of a different batch padding)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine.batch_job import run_rows
+from engine.cli import main
+from engine.errors import InvalidInput
+from tests.ray.conftest import assert_same_results, corpus
+
+
+def test_run_rows_isolates_the_bad_rows() -> None:
+    calls: list[list[str]] = []
+
+    def infer(texts: list[str], **config: object) -> list[dict]:
+        calls.append(texts)
+        if any(not text for text in texts):
+            raise InvalidInput("input text must not be empty")
+        return [{"echo": text, **config} for text in texts]
+
+    rows = run_rows(infer, ["a", "", "b", 7], {"k": 1})
+    assert rows[0] == ({"echo": "a", "k": 1}, None) and rows[2] == ({"echo": "b", "k": 1}, None)
+    assert rows[1][0] is None and rows[1][1]["status"] == 400 and rows[1][1]["type"] == "illegal_argument_exception"
+    assert rows[3][0] is None and "must be a string" in rows[3][1]["reason"]
+    assert run_rows(infer, ["x", "y"], {}) == [({"echo": "x"}, None), ({"echo": "y"}, None)]
+    assert calls[-1] == ["x", "y"]  # a clean chunk is one call
+    run_rows(infer, ["a", "", "b"], {})
+    assert calls[-1] == ["a", "b"]  # the good rows of a chunk with a bad one run together again
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def test_jsonl_job_keeps_order_and_every_row(minilm_package: Path, tmp_path: Path) -> None:
+    texts = corpus(300)
+    records: list[dict] = [{"id": i, "text": text} for i, text in enumerate(texts)]
+    records[17]["text"] = ""
+    records[200]["text"] = 42
+    source = _write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    code = main(["batch", "--task", "text_embedding", "--model", str(minilm_package), "--input", str(source),
+                 "--output", str(out), "--batch-size", "32", "--number-of-allocations", "2", "--no-progress"])
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["id"] for row in rows] == list(range(300))
+    assert rows[17]["error"]["status"] == 400 and "result" not in rows[17]
+    assert rows[200]["error"]["type"] == "illegal_argument_exception"
+    good = [i for i in range(300) if i not in (17, 200)]
+    expected = engine.run("text_embedding", [texts[i] for i in good], model=str(minilm_package))
+    assert_same_results([rows[i]["result"] for i in good], expected)
+    assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_txt_input_to_parquet(minilm_package: Path, tmp_path: Path) -> None:
+    pyarrow_parquet = pytest.importorskip("pyarrow.parquet", reason="parquet needs pyarrow (pip install pyarrow)")
+    texts = corpus(20)
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts[:5] + [""] + texts[5:]) + "\n")
+    out = tmp_path / "out.parquet"
+    assert main(["batch", "--task", "text_embedding", "--model", str(minilm_package), "--input", str(source),
+                 "--output", str(out), "--no-progress"]) == 0
+    table = pyarrow_parquet.read_table(out).to_pylist()
+    assert [row["text"] for row in table] == texts[:5] + [""] + texts[5:]
+    assert table[5]["result"] is None and json.loads(table[5]["error"])["status"] == 400
+    expected = engine.run("text_embedding", texts, model=str(minilm_package))
+    assert_same_results([json.loads(row["result"]) for i, row in enumerate(table) if i != 5], expected)
+
+
+def test_bad_arguments_exit_with_the_error_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    assert main(["batch", "--task", "text_embedding", "--input", str(source), "--output",
+                 str(tmp_path / "out.csv"), "--no-progress"]) == InvalidInput.exit_code
+    assert "--output" in capsys.readouterr().err
