@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from .graph_check import check_graph
 from .manifest import Manifest, read_manifest
 from .tasks import TaskRunner, get_task
 from .tokenization import Tokenizer
@@ -32,13 +33,15 @@ class LoadedPackage:
 
 
 def load_package(path: str | Path, verify: bool = True) -> LoadedPackage:
-    """Read and verify a package directory (sha256 of every file, unless ``verify`` is false).
+    """Read and verify a package directory (sha256 of every file, unless ``verify`` is false), and
+    what its graph may do (engine.graph_check: operator domains, external data inside the package).
 
     Raises:
-        PackageError: missing or corrupt package.
+        PackageError: missing, corrupt or hostile package.
     """
     path = Path(path).resolve()
     manifest = read_manifest(path, verify=verify)
+    check_graph(path, manifest)
     tokenizer = Tokenizer.from_file(path / manifest.tokenizer, manifest.tokenization, manifest.special_tokens)
     runner = get_task(manifest.task).bind(manifest, tokenizer, package=path.name)
     return LoadedPackage(path=path, manifest=manifest, tokenizer=tokenizer, runner=runner)
