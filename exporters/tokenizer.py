@@ -18,9 +18,11 @@ from engine.manifest import TokenizationConfig
 
 from .registry import PositionTable
 
-# eland's ceiling on a trustworthy ``model_max_length`` (ELASTIC_REFERENCE.md §8.4); larger values are the
-# transformers "unset" sentinel (1e30) or lengths the model was never trained at.
 TOKENIZER_NAME = "tokenizer.json"
+# eland's ceiling on a trustworthy length (REASONABLE_MAX_LENGTH in eland's _find_max_sequence_length,
+# ELASTIC_REFERENCE.md §8.4): larger values are the transformers "unset" sentinel (1e30) or lengths the model
+# was never trained at. eland trusts only lengths below it; 8192 itself is trusted here (XLM-R-based
+# 8k models such as BGE-M3 say exactly 8192). Lengths derived from the config are capped at it too.
 MAX_TRUSTED_LENGTH = 8192
 BERT_DEFAULT_LENGTH = 512
 # eland's question-answering settings (SQuAD conventions, §2.3 and §8.4).

@@ -385,7 +385,7 @@ def _st_modules() -> Any:
     return modules
 
 
-def _save_library_sentence_transformer(
+def save_library_sentence_transformer(
     hf_dir: Path,
     directory: Path,
     pooling: tuple[str, ...],
@@ -472,7 +472,7 @@ def build_tiny_model(
     if task == "text_embedding" and architecture not in EMBEDDING_ONLY:
         hf_dir = tmp_path / "hf-build" / directory.name
         _save_tiny(architecture, task, tmp_path, hf_dir, positions)
-        _save_library_sentence_transformer(hf_dir, directory, ("mean",), None, True, None, None, True)
+        save_library_sentence_transformer(hf_dir, directory, ("mean",), None, True, None, None, True)
     else:
         _save_tiny(architecture, task, tmp_path, directory, positions)
     if model_max_length is None:
@@ -518,7 +518,7 @@ def build_tiny_sentence_transformer(
         hf_dir = tmp_path / "hf-build" / name
         _save_tiny(architecture, "text_embedding", tmp_path, hf_dir, MAX_LENGTH)
         torch.manual_seed(SEED)
-        _save_library_sentence_transformer(
+        save_library_sentence_transformer(
             hf_dir, directory, pooling, dense, normalize, prompts, default_prompt_name, include_prompt
         )
     _sentence_models[key] = directory

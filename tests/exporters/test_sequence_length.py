@@ -18,7 +18,7 @@ import torch
 from engine.manifest import read_manifest
 from exporters import export
 from exporters.registry import ALL_TASKS, OUTPUTS, PAIR_TASKS
-from tests.tiny_models import ARCHITECTURES, CORPUS, build_tiny_model
+from tests.tiny_models import ARCHITECTURES, CORPUS, build_tiny_model, save_library_sentence_transformer
 from tests.tolerances import GRAPH_VS_TORCH_REL
 
 POSITIONS = 160  # usable positions of the tiny models here (question answering needs > 128)
@@ -204,3 +204,23 @@ def test_flag_overrides_and_export_prints_the_origin(
     )
     assert with_length.provenance["max_sequence_length"]["origin"] == "tokenizer"
     assert with_length.tokenization.max_sequence_length == 512
+
+
+def test_sentence_transformers_cap_one_past_the_roberta_table(tiny_root: Path, tmp_path: Path) -> None:
+    """sentence-transformers caps an unset tokenizer at max_position_embeddings and saves that (514 for
+    RoBERTa's 512 positions): the exporter lowers it to the table and says so."""
+    hf_dir = build_tiny_model(
+        "roberta", "pass_through", tiny_root, model_max_length=None, positions=POSITIONS
+    )
+    source = tmp_path / "st-roberta"
+    save_library_sentence_transformer(hf_dir, source, ("mean",), None, True, None, None, True)
+    saved = json.loads((source / "tokenizer_config.json").read_text())["model_max_length"]
+    assert saved == POSITIONS + 2
+    manifest = read_manifest(export(source, tmp_path / "pkg", **FAST))
+    assert manifest.tokenization.max_sequence_length == POSITIONS
+    record = manifest.provenance["max_sequence_length"]
+    assert record["origin"] == "config"
+    assert record["reason"] == (
+        f"the tokenizer's model_max_length {POSITIONS + 2}, lowered to the model's max_position_embeddings "
+        f"{POSITIONS + 2} minus roberta's position offset 2"
+    )
