@@ -378,9 +378,11 @@ class ServerState:
             raise ResourceNotFound(f"Could not find trained model [{model_or_deployment_id}]")
         raise NotDeployed(f"Trained model [{model_or_deployment_id}] is not deployed")
 
-    def default_deployment(self, name: str | None, tasks: tuple[str, ...] | None = None) -> DeploymentEntry:
+    def default_deployment(self, name: str | None, tasks: tuple[str, ...] | None = None,
+                           accepted: tuple[str, ...] | None = None) -> DeploymentEntry:
         """The deployment a TEI/OpenAI route uses: ``name`` (a model, deployment or inference id) when
-        the request gives one; else, among the started deployments of the route's ``tasks``, the
+        the request gives one, whose task must be in ``accepted`` (default ``tasks``); else, among the
+        started deployments of the route's ``tasks`` (the kind TEI itself would serve there), the
         ``default_model`` one, or the only one.
 
         Raises:
@@ -391,6 +393,7 @@ class ServerState:
             with self._lock:
                 endpoint = self._endpoints.get(name)
             entry = self.resolve(endpoint.deployment_id if endpoint is not None else name)
+            tasks = accepted or tasks
             if tasks is not None and entry.model.manifest.task not in tasks:
                 raise ModelError(
                     f"deployment [{entry.deployment_id}] serves task [{entry.model.manifest.task}]; "
@@ -410,8 +413,8 @@ class ServerState:
             raise NotDeployed(f"no started deployment{kinds} to serve this request; start one first")
         names = [entry.deployment_id for entry in candidates]
         raise InvalidInput(
-            f"several deployments could serve this request {names}: name one with [model] or start the "
-            "server with --default-model"
+            f"several deployments could serve this request {names}: name one with [model] or the "
+            "/models/<id>/... routes, or start the server with --default-model"
         )
 
     # ------------------------------------------------------------------------ inference endpoints

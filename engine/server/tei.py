@@ -2,8 +2,13 @@
 ``/predict``, ``/similarity``, ``/tokenize``, ``/info``, ``/health``, and ``POST /`` (and
 ``/models/<id>``) as the Hugging Face Inference API posts to a model URL.
 
-TEI routes use the deployment named by ``model`` in the body (or ``/models/<id>``), else
-``--default-model``, else the only started deployment of a suitable task. Unlike TEI, inputs over the
+TEI routes use the deployment named by the path (every route also exists under ``/models/<id>``:
+``/models/<id>/embed``, ``/models/<id>/rerank``, ..., so a TEI client can address one of several models
+by its base URL) or by ``model`` in the body; else ``--default-model``; else the only started deployment
+of the kind TEI itself would serve on that route: ``/``, ``/embed``, ``/similarity``, ``/tokenize`` and
+``/info`` embedding models (``/`` and ``/embed_sparse`` SPLADE ones too), ``/predict`` sequence
+classifiers, ``/rerank`` cross-encoders. A named model may be any task the route can answer (``/predict``
+also scores pairs on a cross-encoder). Unlike TEI, inputs over the
 model's length are truncated unless the request says ``truncate: false`` (``--no-auto-truncate``
 restores TEI's default), because Elasticsearch truncates and its ``hugging_face`` service sends no
 flag. ``/embed_sparse?format=tokens`` answers ``{token: weight}`` per input, the form
@@ -130,13 +135,34 @@ def build_tei_info(item: DeploymentEntry, config: ServerConfig, version: str) ->
 Serve = Callable[[Request, ServerState, DeploymentEntry, Mapping[str, Any]], Awaitable[Any]]
 
 
-def on_model(tasks: tuple[str, ...], serve: Serve) -> Handler:
-    """A TEI route: read the body, pick the deployment (``model``, else the default one of ``tasks``)."""
+# The kinds of model each route picks when the request names none (what TEI would serve there), and
+# the ones it answers for when named.
+EMBEDDING = ("text_embedding",)
+SPARSE = ("text_expansion",)
+CLASSIFIER = ("text_classification",)
+CROSS_ENCODER = ("text_similarity",)
+TEI_TASKS = (*EMBEDDING, *SPARSE, *CLASSIFIER, *CROSS_ENCODER)
+
+
+def model_name(request: Request, body: Mapping[str, Any] | None = None) -> str | None:
+    """The model a TEI request names: ``/models/<id>/...`` first, then ``model`` in the body (or the query)."""
+    named = request.path_params.get("model_id")
+    if named:
+        return str(named)
+    if body is not None and body.get("model"):
+        return str(body["model"])
+    return request.query_params.get("model")
+
+
+def on_model(tasks: tuple[str, ...], serve: Serve, accepted: tuple[str, ...] | None = None) -> Handler:
+    """A TEI route: read the body, pick the deployment (the named one, which must be of ``accepted``
+    (default ``tasks``), else the default one of ``tasks``)."""
 
     async def handler(request: Request) -> Any:
         state = engine_state(request)
         body = tei_body(await read_body(request))
-        return await serve(request, state, state.default_deployment(body.get("model"), tasks), body)
+        return await serve(request, state, state.default_deployment(model_name(request, body), tasks, accepted),
+                           body)
 
     return handler
 
@@ -166,10 +192,7 @@ async def _embed_sparse(request: Request, state: ServerState, entry: DeploymentE
             for item in weights]
 
 
-async def tei_rerank(request: Request) -> Any:
-    state = engine_state(request)
-    body = tei_body(await read_body(request))
-    entry = state.default_deployment(body.get("model"), ("text_similarity",))
+async def _rerank(request: Request, state: ServerState, entry: DeploymentEntry, body: Mapping[str, Any]) -> Any:
     query = body.get("query")
     if not isinstance(query, str) or not query:
         raise InvalidInput("[query] must be a non-empty string")
@@ -231,10 +254,7 @@ async def _similarity(request: Request, state: ServerState, entry: DeploymentEnt
     return [sum(a * b for a, b in zip(vectors[0], vector, strict=True)) for vector in vectors[1:]]
 
 
-async def tei_tokenize(request: Request) -> Any:
-    state = engine_state(request)
-    body = tei_body(await read_body(request))
-    entry = state.default_deployment(body.get("model"))
+async def _tokenize(request: Request, state: ServerState, entry: DeploymentEntry, body: Mapping[str, Any]) -> Any:
     texts, single = parse_text_inputs(body.get("inputs"), state.config.max_docs_per_request)
     special = parse_bool(body.get("add_special_tokens", True), "add_special_tokens")
     tokenizer = entry.deployment.package.tokenizer
@@ -261,16 +281,19 @@ async def tei_tokenize(request: Request) -> Any:
 
 async def tei_info(request: Request) -> Any:
     state = engine_state(request)
-    entry = state.default_deployment(request.query_params.get("model"))
+    entry = state.default_deployment(model_name(request), EMBEDDING, TEI_TASKS)
     return build_tei_info(entry, state.config, __version__)
 
 
 async def health(request: Request) -> Any:
+    """``/health``: every deployment started; ``/models/<id>/health``: that one."""
     state = engine_state(request)
-    failed = [entry.deployment_id for entry in state.deployments() if entry.deployment.state != "started"]
+    named = model_name(request)
+    entries = [state.resolve(named)] if named else state.deployments()
+    failed = [entry.deployment_id for entry in entries if entry.deployment.state != "started"]
     if failed:
         return JSONResponse({"status": "unhealthy", "deployments_not_started": failed}, status_code=503)
-    return {"status": "ok", "deployments": len(state.deployments())}
+    return {"status": "ok", "deployments": len(entries)}
 
 
 async def tei_root(request: Request) -> Any:
@@ -279,11 +302,11 @@ async def tei_root(request: Request) -> Any:
     ``/models/<id>`` (the Inference API's own URL form) names the model or deployment."""
     state = engine_state(request)
     body = tei_body(await read_body(request))
-    name = request.path_params.get("model_id") or body.get("model")
+    name = model_name(request, body)
     inputs = body.get("inputs")
     if isinstance(inputs, dict) and "source_sentence" in inputs:
-        return await _similarity(request, state, state.default_deployment(name, ("text_embedding",)), body)
-    entry = state.default_deployment(name)
+        return await _similarity(request, state, state.default_deployment(name, EMBEDDING), body)
+    entry = state.default_deployment(name, (*EMBEDDING, *SPARSE), TEI_TASKS)
     task = entry.model.manifest.task
     if task == "text_embedding":
         return await _embed(request, state, entry, body)
@@ -295,15 +318,20 @@ async def tei_root(request: Request) -> Any:
                      f"[{task}]: use _ml/trained_models/{entry.deployment_id}/_infer")
 
 
-ROUTES: tuple[Route, ...] = (
+BASE_ROUTES: tuple[Route, ...] = (
     ("/", ["POST"], tei_root),
-    ("/models/{model_id}", ["POST"], tei_root),
-    ("/embed", ["POST"], on_model(("text_embedding",), _embed)),
-    ("/embed_sparse", ["POST"], on_model(("text_expansion",), _embed_sparse)),
-    ("/rerank", ["POST"], tei_rerank),
-    ("/predict", ["POST"], on_model(("text_classification", "text_similarity"), _predict)),
-    ("/similarity", ["POST"], on_model(("text_embedding",), _similarity)),
-    ("/tokenize", ["POST"], tei_tokenize),
+    ("/embed", ["POST"], on_model(EMBEDDING, _embed)),
+    ("/embed_sparse", ["POST"], on_model(SPARSE, _embed_sparse)),
+    ("/rerank", ["POST"], on_model(CROSS_ENCODER, _rerank)),
+    ("/predict", ["POST"], on_model(CLASSIFIER, _predict, (*CLASSIFIER, *CROSS_ENCODER))),
+    ("/similarity", ["POST"], on_model(EMBEDDING, _similarity)),
+    ("/tokenize", ["POST"], on_model(EMBEDDING, _tokenize, TEI_TASKS)),
     ("/info", ["GET"], tei_info),
     ("/health", ["GET"], health),
+)
+MODEL_PREFIX = "/models/{model_id}"
+# Every route again under /models/<id> (``/`` becomes the Inference API's model URL ``/models/<id>``).
+ROUTES: tuple[Route, ...] = (
+    *BASE_ROUTES,
+    *((MODEL_PREFIX + ("" if path == "/" else path), methods, handler) for path, methods, handler in BASE_ROUTES),
 )

@@ -96,10 +96,12 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(args: list[str], log_path: Path) -> ServerProcess:
-    """Start the server and wait until ``/health`` answers; raise with its log if it does not."""
+def start_server(args: list[str], log_path: Path, timeout_s: float = START_TIMEOUT_S,
+                 env: dict[str, str] | None = None) -> ServerProcess:
+    """Start the server and wait until ``/health`` answers; raise with its log if it does not.
+    ``env`` adds variables (an ``ENGINE_HOME`` for the models exported on first use)."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), ENGINE_LOG_LEVEL="warning")
+    env = dict(os.environ, PYTHONPATH=str(REPO), ENGINE_LOG_LEVEL="warning", **(env or {}))
     handle = open(log_path, "wb")  # noqa: SIM115 - the process writes to it until it is killed
     process = subprocess.Popen(
         [sys.executable, "-m", "engine.server.cli", "--port", str(port), *args],
@@ -107,7 +109,7 @@ def start_server(args: list[str], log_path: Path) -> ServerProcess:
     )
     handle.close()
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"engine serve exited with {process.returncode}:\n{server.log()}")
@@ -116,7 +118,7 @@ def start_server(args: list[str], log_path: Path) -> ServerProcess:
                 return server
         time.sleep(0.2)
     stop_server(server)
-    raise RuntimeError(f"engine serve did not become healthy in {START_TIMEOUT_S}s:\n{server.log()}")
+    raise RuntimeError(f"engine serve did not become healthy in {timeout_s}s:\n{server.log()}")
 
 
 def stop_server(server: ServerProcess, graceful: bool = True) -> int:
