@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.config import DEFAULT_MAX_BATCH_TOKENS
+from engine.errors import InvalidInput
+
+from .corpus import DEFAULT_CORPUS
+
 
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
@@ -24,13 +29,16 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", "-m", default=None,
                         help="model package dir or Hugging Face source (default: the task's default model)")
     parser.add_argument("--task", default="text_embedding")
-    parser.add_argument("--corpus", default="passages",
-                        help="a text file (one text per line) or passages|dbpedia|conll|sts from ../shared/data")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS,
+                        help="a text file (one text per line), a built-in corpus (builtin-queries, "
+                        "builtin-sentences, builtin-passages: English prose from the Python standard library's "
+                        f"docstrings; default {DEFAULT_CORPUS}) or passages|dbpedia|conll|sts from ../shared/data")
     parser.add_argument("--limit", type=int, default=1000, help="number of texts (default 1000)")
     parser.add_argument("--allocations", type=_ints, default=[1, 2], help="comma list, e.g. 1,2")
     parser.add_argument("--threads", type=_ints, default=[1, 2], help="threads per allocation, comma list")
-    parser.add_argument("--batch-tokens", type=_ints, default=[8192],
-                        help="max_batch_tokens values, comma list: bigger batches amortise more, pad more")
+    parser.add_argument("--batch-tokens", type=_ints, default=[DEFAULT_MAX_BATCH_TOKENS],
+                        help="max_batch_tokens values, comma list: bigger batches amortise more, pad more "
+                        f"(default {DEFAULT_MAX_BATCH_TOKENS}, the engine's own)")
     parser.add_argument("--concurrency", type=_ints, default=[4], help="client threads, comma list")
     parser.add_argument("--request-size", type=int, default=32, help="texts per client request")
     parser.add_argument("--repeats", type=int, default=3)
@@ -58,26 +66,35 @@ def _configs(args: argparse.Namespace, cores: int) -> list[Any]:
 
 def run_bench(args: argparse.Namespace) -> int:
     from engine.api import resolve_model
+    from engine.manifest import read_manifest
 
     from .baselines import baselines_for, run_child
     from .corpus import load_corpus
     from .report import machine_info, write_reports
     from .throughput import allowed_cores, bench_engine
 
-    task_config = json.loads(args.config)
+    try:
+        task_config = json.loads(args.config)
+    except ValueError as error:
+        raise InvalidInput(f"--config is not valid JSON: {error}") from error
+    if not isinstance(task_config, dict):
+        raise InvalidInput("--config must be a JSON object")
+    if args.limit < 1 or args.repeats < 1:
+        raise InvalidInput("--limit and --repeats must be positive")
     texts = load_corpus(args.corpus, args.limit)
     package = str(resolve_model(args.model, args.task))
     configs = _configs(args, allowed_cores())
     print(f"engine bench: {len(texts)} texts from [{args.corpus}], {len(configs)} configurations, "
           f"{args.repeats} repeats, package {package}", file=sys.stderr)
     started = time.time()
+    if not configs:
+        raise InvalidInput(f"no configuration fits the {allowed_cores()} allowed cores: lower --allocations "
+                           "or --threads")
     rows = [m.to_json() for m in bench_engine(package, args.task, texts, configs, args.repeats, task_config,
                                                progress=lambda line: print(line, file=sys.stderr))]
     if args.baselines:
         source = args.source
         if source is None:
-            from engine.manifest import read_manifest
-
             source = read_manifest(package, verify=False).source.get("path")
         if not source or not Path(source).is_dir():
             print("engine bench: --baselines needs --source <Hugging Face model dir>", file=sys.stderr)
@@ -85,7 +102,8 @@ def run_bench(args: argparse.Namespace) -> int:
         for kind in baselines_for(args.task):
             print(f"  baseline {kind} ...", file=sys.stderr)
             rows.append(run_child(kind, source, args.task, args.corpus, args.limit, args.repeats, task_config))
-    meta = {"task": args.task, "model": package, "corpus": args.corpus, "texts": len(texts),
+    meta = {"task": args.task, "model": package, "source": read_manifest(package, verify=False).source.get("id"),
+            "corpus": args.corpus, "texts": len(texts),
             "repeats": args.repeats, "machine": machine_info(), "seconds": round(time.time() - started, 1),
             "command": " ".join(["engine", "bench", *(arg for arg in sys.argv[1:] if arg != "bench")])}
     for path in write_reports(Path(args.out), meta, rows):

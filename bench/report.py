@@ -40,25 +40,89 @@ def markdown_table(rows: list[dict[str, Any]], reference: str = "engine") -> str
     return "\n".join(lines)
 
 
+def model_label(meta: dict[str, Any]) -> str:
+    """The model as a reader knows it: the source's hub id, or the last two parts of a local path (never
+    a temporary directory's full path)."""
+    name = str(meta.get("source") or meta.get("model") or "model")
+    if name.startswith(("/", "~", ".")):
+        parts = Path(name).parts
+        name = "/".join(parts[-2:]) if parts[-1] == "model" else parts[-1]
+    return name
+
+
 def write_reports(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
     paths[0].write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     header = "\n".join(f"- {key}: {value}" for key, value in meta.items())
     paths[1].write_text(f"{header}\n\n{markdown_table(rows)}\n")
+    plot(meta, rows, paths[2])
+    return paths
+
+
+ENGINE_COLOUR, BASELINE_COLOUR = "tab:blue", "tab:gray"
+
+
+def plot(meta: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> None:
+    """Two panels over the same configurations: throughput (median of the repeats, whiskers from the
+    slowest to the fastest repeat) and request latency (p50 bar, p95 and p99 marks), engine and
+    baselines told apart by a legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
+    positions = list(range(len(rows)))
     labels = [f"{row['system']}\n{row['config']}" for row in rows]
-    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4.5))
-    axis.bar(range(len(rows)), [row["docs_per_s"] for row in rows],
-             color=["tab:blue" if row["system"] == "engine" else "tab:gray" for row in rows])
-    axis.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    axis.set_ylabel("docs/s")
-    axis.set_title(f"{meta.get('task')} · {meta.get('model')} · {meta.get('machine', {}).get('allowed_cores')} cores")
+    colours = [ENGINE_COLOUR if row["system"] == "engine" else BASELINE_COLOUR for row in rows]
+    figure, (speed, latency) = plt.subplots(2, 1, figsize=(max(7, 0.9 * len(rows)), 8), sharex=True)
+    medians = [row["docs_per_s"] for row in rows]
+    spread = [[median - min(row.get("repeats") or [median]) for median, row in zip(medians, rows, strict=True)],
+              [max(row.get("repeats") or [median]) - median for median, row in zip(medians, rows, strict=True)]]
+    speed.bar(positions, medians, color=colours, yerr=spread, capsize=3, ecolor="black")
+    speed.set_ylabel("docs/s, median of repeats")
+    kinds = [Patch(color=ENGINE_COLOUR, label="engine"),
+             Line2D([], [], color="black", marker="|", linestyle="", markersize=10,
+                    label="whiskers: slowest and fastest repeat")]
+    if any(row["system"] != "engine" for row in rows):
+        kinds.append(Patch(color=BASELINE_COLOUR, label="baseline (what a user would otherwise run)"))
+    speed.legend(handles=kinds, loc="upper left", fontsize=8)
+    speed.set_ylim(0, 1.4 * max(max(row.get("repeats") or [row["docs_per_s"]]) for row in rows))  # room for the legend
+    latency.bar(positions, [row["latency_ms_p50"] for row in rows], color=colours, alpha=0.8)
+    latency.scatter(positions, [row["latency_ms_p95"] for row in rows], marker="_", s=200, color="black", zorder=3)
+    latency.scatter(positions, [row["latency_ms_p99"] for row in rows], marker="v", s=25, color="tab:red", zorder=3)
+    latency.set_ylabel("request latency, ms")
+    latency.set_ylim(0, 1.35 * max(row["latency_ms_p99"] for row in rows))
+    latency.legend(handles=[Patch(color="lightgray", label="p50 (bar)"),
+                            Line2D([], [], color="black", marker="_", linestyle="", markersize=12, label="p95"),
+                            Line2D([], [], color="tab:red", marker="v", linestyle="", label="p99")],
+                   loc="upper left", fontsize=8)
+    latency.set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
+    machine = meta.get("machine", {})
+    speed.set_title(f"{meta.get('task')} · {model_label(meta)} · corpus {meta.get('corpus')} "
+                    f"({meta.get('texts')} texts) · {machine.get('allowed_cores')} cores · "
+                    f"{meta.get('repeats')} repeats", fontsize=9)
+    latency.set_xlabel("configuration: allocations x threads, max_batch_tokens, client threads, texts per request",
+                       fontsize=8)
     figure.tight_layout()
-    figure.savefig(paths[2], dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report RESULT.json [...]``: draw each saved result's plot again, beside it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("results", nargs="+", type=Path, help="bench.json files (engine bench --out writes them)")
+    for result in parser.parse_args(argv).results:
+        saved = json.loads(result.read_text())
+        plot(saved["meta"], saved["results"], result.with_suffix(".png"))
+        print(f"wrote {result.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import resource
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -123,14 +124,30 @@ def count_tokens(package_path: str, texts: list[str]) -> int:
     return sum(len(t.windows[0].input_ids) for t in tokenizer.single_batch(texts, config.truncate, -1))
 
 
+def runs_bar(total: int) -> Any:
+    """A progress bar over the benchmark's runs on a terminal; off the terminal (a log, CI) the plain
+    per-configuration lines are the progress."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False,
+                disable=not sys.stderr.isatty())
+
+
 def bench_engine(package_path: str, task: str, texts: list[str], configs: list[BenchConfig], repeats: int,
                  task_config: dict[str, Any], progress: Callable[[str], None] = print) -> list[Measurement]:
     """Measure each configuration on a fresh deployment, after one warm-up pass over a slice of the corpus."""
+    with runs_bar(len(configs) * (repeats + 1)) as bar:
+        return _bench_engine(package_path, task, texts, configs, repeats, task_config, progress, bar)
+
+
+def _bench_engine(package_path: str, task: str, texts: list[str], configs: list[BenchConfig], repeats: int,
+                  task_config: dict[str, Any], progress: Callable[[str], None], bar: Any) -> list[Measurement]:
     import engine
 
     n_tokens = count_tokens(package_path, texts)
     results = []
     for config in configs:
+        bar.set_description(config.label())
         deployment = engine.load(
             package_path, task=task,
             number_of_allocations=config.number_of_allocations,
@@ -144,11 +161,19 @@ def bench_engine(package_path: str, task: str, texts: list[str], configs: list[B
                 return deployment.infer(batch, **task_config)
 
             drive(call, texts[: max(32, len(texts) // 10)], config.concurrency, config.request_size)
-            runs = [drive(call, texts, config.concurrency, config.request_size) for _ in range(repeats)]
+            bar.update()
+            runs = []
+            for _ in range(repeats):
+                runs.append(drive(call, texts, config.concurrency, config.request_size))
+                bar.update()
         finally:
             deployment.stop()
         measurement = summarise("engine", config.label(), texts, n_tokens, runs)
-        progress(f"  engine {config.label():32s} {measurement.docs_per_s:8.1f} docs/s "
-                 f"p50 {measurement.latency_ms_p50:7.1f} ms")
+        line = (f"  engine {config.label():32s} {measurement.docs_per_s:8.1f} docs/s "
+                f"p50 {measurement.latency_ms_p50:7.1f} ms")
+        if bar.disable:
+            progress(line)
+        else:
+            bar.write(line, file=sys.stderr)
         results.append(measurement)
     return results
