@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import InvalidInput
 from .stats import LoadSample
+from .units import parse_bool, parse_int
 
 SCALE_UP_THRESHOLD = 0.9
 SCALE_DOWN_THRESHOLD = 0.85
@@ -49,12 +50,10 @@ class AdaptiveAllocations:
     smoothing: float = 0.3
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise InvalidInput(f"[enabled] must be a boolean, got [{self.enabled!r}]")
+        parse_bool(self.enabled, "enabled", strict=True)
         for name in ("min_number_of_allocations", "max_number_of_allocations"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise InvalidInput(f"[{name}] must be an integer, got [{value!r}]")
+            if getattr(self, name) is not None:
+                parse_int(getattr(self, name), name, strict=True)
         if self.min_number_of_allocations is not None and self.min_number_of_allocations < 0:
             raise InvalidInput("[min_number_of_allocations] must be a non-negative integer or null")
         if self.min_number_of_allocations == 0:
