@@ -19,6 +19,7 @@ from engine.manifest import TokenizationConfig
 from .registry import PositionTable
 
 TOKENIZER_NAME = "tokenizer.json"
+SENTENCE_CONFIG_NAME = "sentence_bert_config.json"
 # eland's ceiling on a trustworthy length (REASONABLE_MAX_LENGTH in eland's _find_max_sequence_length,
 # ELASTIC_REFERENCE.md §8.4): larger values are the transformers "unset" sentinel (1e30) or lengths the model
 # was never trained at. eland trusts only lengths below it; 8192 itself is trusted here (XLM-R-based
@@ -98,14 +99,39 @@ def _normalizer_lowercases(node: Any) -> bool:
     return any(_normalizer_lowercases(child) for child in node.get("normalizers") or [])
 
 
+def _backend_lowercases(hf_tokenizer: Any) -> bool:
+    return _normalizer_lowercases(json.loads(hf_tokenizer.backend_tokenizer.to_str()).get("normalizer"))
+
+
 def _do_lower_case(hf_tokenizer: Any) -> bool:
-    """The tokenizer's lower-casing, from its settings or, failing that, its normaliser."""
+    """The tokenizer's lower-casing: its settings, or its normaliser (which is what the package runs, and
+    may lower-case where the settings do not: see :func:`apply_sentence_lower_case`)."""
     value = getattr(hf_tokenizer, "do_lower_case", None)
     if value is None:
         value = hf_tokenizer.init_kwargs.get("do_lower_case")
-    if value is None:
-        value = _normalizer_lowercases(json.loads(hf_tokenizer.backend_tokenizer.to_str()).get("normalizer"))
-    return bool(value)
+    return bool(value) or _backend_lowercases(hf_tokenizer)
+
+
+def apply_sentence_lower_case(hf_tokenizer: Any, path: Path) -> bool:
+    """sentence-transformers lower-cases every text when the Transformer module's
+    ``sentence_bert_config.json`` says ``do_lower_case: true`` (5.x by putting a Lowercase normaliser in
+    front of the tokenizer's own); do the same, so the package tokenizes as the library does. Returns
+    whether a normaliser was added."""
+    file = path / SENTENCE_CONFIG_NAME
+    if not file.is_file():
+        return False
+    try:
+        config = json.loads(file.read_text())
+    except ValueError as error:
+        raise ExportError(f"cannot parse {file}: {error}") from error
+    if not (isinstance(config, dict) and config.get("do_lower_case")) or _backend_lowercases(hf_tokenizer):
+        return False
+    from tokenizers import normalizers
+
+    backend = hf_tokenizer.backend_tokenizer
+    current = backend.normalizer
+    backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *([current] if current else [])])
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +271,7 @@ def prepare_tokenizer(
 ) -> PackageTokenizer:
     """Load the source's tokenizer and work out everything the manifest records about it."""
     hf_tokenizer = load_tokenizer(path, trust_remote_code)
+    apply_sentence_lower_case(hf_tokenizer, path)
     length = max_sequence_length(
         hf_tokenizer, tokenizer_type, max_length_override, task, positions or PositionTable(None)
     )

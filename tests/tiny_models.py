@@ -318,7 +318,12 @@ def _task_model(architecture: str, task: str, config: Any) -> torch.nn.Module:
 
 
 def _write_legacy_sentence_modules(
-    directory: Path, hidden: int, pooling: tuple[str, ...], dense: int | None, normalize: bool
+    directory: Path,
+    hidden: int,
+    pooling: tuple[str, ...],
+    dense: int | None,
+    normalize: bool,
+    lower_case: bool = False,
 ) -> None:
     """The pre-5 sentence-transformers layout by hand: ``sentence_transformers.models.*`` module types,
     a Pooling config of ``pooling_mode_*`` booleans, Dense weights in safetensors, Normalize."""
@@ -372,7 +377,7 @@ def _write_legacy_sentence_modules(
         )
     (directory / "modules.json").write_text(json.dumps(modules, indent=2))
     (directory / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": 128, "do_lower_case": False})
+        json.dumps({"max_seq_length": 128, "do_lower_case": lower_case})
     )
 
 
@@ -394,13 +399,14 @@ def save_library_sentence_transformer(
     prompts: dict[str, str] | None,
     default_prompt_name: str | None,
     include_prompt: bool,
+    lower_case: bool = False,
 ) -> None:
     """Save ``hf_dir`` as a sentence-transformers folder with the installed library's own ``save``."""
     from sentence_transformers import SentenceTransformer
 
     modules = _st_modules()
     pipeline = [
-        modules.Transformer(str(hf_dir)),
+        modules.Transformer(str(hf_dir), do_lower_case=lower_case),
         modules.Pooling(
             HIDDEN,
             pooling_mode=tuple(_ST_MODE_NAMES[mode] for mode in pooling),
@@ -492,11 +498,12 @@ def build_tiny_sentence_transformer(
     prompts: dict[str, str] | None = None,
     default_prompt_name: str | None = None,
     include_prompt: bool = True,
+    lower_case: bool = False,
 ) -> Path:
     """A tiny sentence-transformers bi-encoder with the given Pooling modes (concatenated in this order
     by the library layout; the legacy layout has its own fixed order), an optional Dense layer of
-    ``dense`` outputs (tanh) and an optional Normalize module. Prompts and ``include_prompt`` need the
-    library layout. Cached per process."""
+    ``dense`` outputs (tanh) and an optional Normalize module; ``lower_case`` sets sentence-transformers'
+    ``do_lower_case``. Prompts and ``include_prompt`` need the library layout. Cached per process."""
     if layout not in ST_LAYOUTS:
         raise ValueError(f"layout must be one of {ST_LAYOUTS}")
     prompt_settings = (tuple(sorted((prompts or {}).items())), default_prompt_name, include_prompt)
@@ -504,7 +511,7 @@ def build_tiny_sentence_transformer(
         raise ValueError(
             "prompts and include_prompt are sentence-transformers 5 settings: use the library layout"
         )
-    key = (architecture, pooling, dense, normalize, layout, prompt_settings)
+    key = (architecture, pooling, dense, normalize, layout, prompt_settings, lower_case)
     if key in _sentence_models:
         return _sentence_models[key]
     tmp_path = Path(tmp_path)
@@ -513,13 +520,21 @@ def build_tiny_sentence_transformer(
     if layout == "legacy":
         _save_tiny(architecture, "text_embedding", tmp_path, directory, MAX_LENGTH)
         torch.manual_seed(SEED)
-        _write_legacy_sentence_modules(directory, HIDDEN, pooling, dense, normalize)
+        _write_legacy_sentence_modules(directory, HIDDEN, pooling, dense, normalize, lower_case)
     else:
         hf_dir = tmp_path / "hf-build" / name
         _save_tiny(architecture, "text_embedding", tmp_path, hf_dir, MAX_LENGTH)
         torch.manual_seed(SEED)
         save_library_sentence_transformer(
-            hf_dir, directory, pooling, dense, normalize, prompts, default_prompt_name, include_prompt
+            hf_dir,
+            directory,
+            pooling,
+            dense,
+            normalize,
+            prompts,
+            default_prompt_name,
+            include_prompt,
+            lower_case,
         )
     _sentence_models[key] = directory
     return directory

@@ -106,7 +106,10 @@ def test_legacy_layout_of_every_encoder(architecture: str, st_root: Path, tmp_pa
     """The pre-5 layout over every architecture (test_export_tiny covers the library's layout)."""
     source = build_tiny_sentence_transformer(architecture, st_root, ("mean",), None, True, layout="legacy")
     package = export(source, tmp_path / "pkg", **FAST)
-    assert _relative_error(_graph_embeddings(package, source, SENTENCES), _encode(source, SENTENCES)) <= GRAPH_VS_TORCH_REL
+    assert (
+        _relative_error(_graph_embeddings(package, source, SENTENCES), _encode(source, SENTENCES))
+        <= GRAPH_VS_TORCH_REL
+    )
 
 
 PROMPTS = {"query": "query: ", "document": "passage: "}
@@ -146,7 +149,10 @@ def test_include_prompt_false_is_recorded(
     assert "default_prompt_name" not in options
     assert "include_prompt: false" in capsys.readouterr().err
     # Without a prompt there is nothing to leave out: the graph is the library's encode.
-    assert _relative_error(_graph_embeddings(package, source, SENTENCES), _encode(source, SENTENCES)) <= GRAPH_VS_TORCH_REL
+    assert (
+        _relative_error(_graph_embeddings(package, source, SENTENCES), _encode(source, SENTENCES))
+        <= GRAPH_VS_TORCH_REL
+    )
 
 
 @pytest.fixture
@@ -214,3 +220,32 @@ def test_custom_module_and_dense_wiring_are_refused(st_copy: Path, tmp_path: Pat
         activation_function="my_package.Swish",
     )
     _refused(st_copy, tmp_path / "o", r"unsupported Dense activation \[my_package.Swish\]")
+
+
+@pytest.mark.parametrize("layout", ST_LAYOUTS)
+def test_sentence_transformers_lower_casing_is_packaged(layout: str, st_root: Path, tmp_path: Path) -> None:
+    """``do_lower_case: true`` in sentence_bert_config.json lower-cases every text in the library; the
+    package's tokenizer.json must too (RoBERTa's byte-level BPE is case-sensitive on its own)."""
+    from tokenizers import Tokenizer
+
+    source = build_tiny_sentence_transformer(
+        "roberta", st_root, ("mean",), None, True, layout=layout, lower_case=True
+    )
+    package = export(source, tmp_path / "pkg", **FAST)
+    manifest = read_manifest(package)
+    tokenizer = Tokenizer.from_file(str(package / manifest.tokenizer))
+    mixed = ["Rivers In The MOUNTAINS.", "Where Is The Station?"]
+    assert [e.ids for e in tokenizer.encode_batch(mixed)] == [
+        e.ids for e in tokenizer.encode_batch([text.lower() for text in mixed])
+    ]
+    tokenizer.enable_padding(
+        pad_id=manifest.special_tokens["pad"][1], pad_token=manifest.special_tokens["pad"][0]
+    )
+    encoded = tokenizer.encode_batch(mixed)
+    feeds = {
+        "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+    }
+    session = onnxruntime.InferenceSession(str(package / manifest.graph), providers=["CPUExecutionProvider"])
+    (embeddings,) = session.run(None, {name: feeds[name] for name in manifest.inputs})
+    assert _relative_error(embeddings, _encode(source, mixed)) <= 1e-3
