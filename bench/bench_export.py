@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -175,4 +176,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.entry import script
+
+    sys.exit(script(main, "python -m bench.bench_export"))

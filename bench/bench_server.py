@@ -226,4 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.entry import script
+
+    sys.exit(script(main, "python -m bench.bench_server"))

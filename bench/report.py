@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,27 @@ def machine_info() -> dict[str, Any]:
 
 def markdown_table(rows: list[dict[str, Any]], reference: str = "engine") -> str:
     best = max((row["docs_per_s"] for row in rows if row["system"] == reference), default=0.0)
-    lines = ["| system | configuration | docs/s | tokens/s | p50 ms | p95 ms | p99 ms | CPU | peak RSS MB | engine best ÷ this |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    limits = all("limit_share" in row for row in rows)  # bench.limits: the GEMM rate of the same run
+    extra = " GOP/s | share of int8 limit | share of package limit |" if limits else ""
+    lines = ["| system | configuration | docs/s | tokens/s | p50 ms | p95 ms | p99 ms | CPU | peak RSS MB | engine best ÷ this |"
+             + extra, "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if limits else "")]
     for row in rows:
         ratio = best / row["docs_per_s"] if row["docs_per_s"] else float("nan")
+        shares = (f" {row['gops']:.1f} | {row['limit_share']:.0%} | {row['ideal_share']:.0%} |" if limits else "")
         lines.append(
             f"| {row['system']} | {row['config']} | {row['docs_per_s']:.1f} | {row['tokens_per_s']:.0f} | "
             f"{row['latency_ms_p50']:.1f} | {row['latency_ms_p95']:.1f} | {row['latency_ms_p99']:.1f} | "
-            f"{row['cpu_utilisation']:.0%} | {row['peak_rss_mb']:.0f} | {ratio:.2f}× |"
+            f"{row['cpu_utilisation']:.0%} | {row['peak_rss_mb']:.0f} | {ratio:.2f}× |" + shares
         )
     return "\n".join(lines)
+
+
+def limit_summary(limit: dict[str, Any]) -> str:
+    """One line for the Markdown header: the rates each configuration was priced at, and the work per doc."""
+    rates = "; ".join(f"{entry['allocations']}x{entry['threads']} int8 {entry['int8_gops']} GOPS, "
+                      f"fp32 {entry['fp32_gflops']} GFLOP/s" for entry in limit["limits"])
+    return (f"{rates} (ONNX Runtime GEMMs at the model's shapes, {limit['limits'][0]['tokens']} tokens); "
+            f"{limit['gop_per_doc']} GOP per doc, {limit['int8_share_of_ops']:.0%} of it in int8 nodes")
 
 
 def model_label(meta: dict[str, Any]) -> str:
@@ -54,7 +66,7 @@ def write_reports(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
     paths[0].write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    header = "\n".join(f"- {key}: {value}" for key, value in meta.items())
+    header = "\n".join(f"- {key}: {limit_summary(value) if key == 'limit' else value}" for key, value in meta.items())
     paths[1].write_text(f"{header}\n\n{markdown_table(rows)}\n")
     plot(meta, rows, paths[2])
     return paths
@@ -125,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.entry import script
+
+    sys.exit(script(main, "python -m bench.report"))
