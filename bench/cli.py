@@ -48,6 +48,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
                         "on the same cores (needs a Hugging Face source: --source)")
     parser.add_argument("--source", default=None,
                         help="Hugging Face model dir the package was exported from (for --baselines)")
+    parser.add_argument("--no-limit", dest="limit_gemm", action="store_false",
+                        help="skip measuring ONNX Runtime's int8/fp32 GEMM rates at the model's shapes (the "
+                        "limit every throughput is reported as a share of)")
     parser.add_argument("--out", default="bench/out", help="directory for bench.json, bench.md, bench.png")
     parser.set_defaults(handler=run_bench)
 
@@ -102,10 +105,19 @@ def run_bench(args: argparse.Namespace) -> int:
         for kind in baselines_for(args.task):
             print(f"  baseline {kind} ...", file=sys.stderr)
             rows.append(run_child(kind, source, args.task, args.corpus, args.limit, args.repeats, task_config))
+    limit_meta = None
+    if args.limit_gemm:
+        from .limits import attach_limits
+
+        limit_meta = attach_limits(rows, package, texts, task_config,
+                                   {c.label(): (c.number_of_allocations, c.threads_per_allocation) for c in configs},
+                                   progress=lambda line: print(line, file=sys.stderr))
     meta = {"task": args.task, "model": package, "source": read_manifest(package, verify=False).source.get("id"),
             "corpus": args.corpus, "texts": len(texts),
             "repeats": args.repeats, "machine": machine_info(), "seconds": round(time.time() - started, 1),
             "command": " ".join(["engine", "bench", *(arg for arg in sys.argv[1:] if arg != "bench")])}
+    if limit_meta is not None:
+        meta["limit"] = limit_meta
     for path in write_reports(Path(args.out), meta, rows):
         print(f"wrote {path}", file=sys.stderr)
     print((Path(args.out) / "bench.md").read_text())
