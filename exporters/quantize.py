@@ -43,7 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,7 +299,18 @@ def _reporter(progress: bool) -> Any:
         if progress:
             print(f"quantize: {message}", file=sys.stderr, flush=True)
 
+    say.enabled = progress  # type: ignore[attr-defined]  # _steps reads it
     return say
+
+
+def _steps(total: int, what: str, say: Any) -> Iterable[int]:
+    """``range(total)``, shown as a tqdm bar when progress is on and stderr is a terminal; elsewhere
+    the stage lines ``say`` prints are the progress."""
+    if getattr(say, "enabled", False) and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(range(total), desc=f"quantize: {what}", unit="node", file=sys.stderr, leave=False)
+    return range(total)
 
 
 @contextmanager
@@ -698,7 +709,7 @@ class _Probe:
             rows += take
         started = time.perf_counter()
         damage = []
-        for position in range(len(self.candidates)):
+        for position in _steps(len(self.candidates), "ranking nodes", say):
             gates = np.zeros(len(self.candidates), dtype=bool)
             gates[position] = True
             outputs = self.run(gates, subset)
