@@ -27,12 +27,14 @@ _OPTIMIZATION_LEVELS = {
 
 # The session options a user may change, with the type each takes. The exported graph is already
 # optimised, so "graph_optimization_level" matters mainly for debugging; the arena and memory-pattern
-# switches trade memory for speed when request shapes vary a lot.
+# switches trade memory for speed when request shapes vary a lot. "profile_file_prefix" turns on ORT's
+# per-operator profiler (a JSON trace named <prefix>_<timestamp>.json, written by end_profiling()).
 EXPOSED_OPTIONS: dict[str, type] = {
     "graph_optimization_level": str,
     "enable_cpu_mem_arena": bool,
     "enable_mem_pattern": bool,
     "log_severity_level": int,
+    "profile_file_prefix": str,
 }
 
 
@@ -92,6 +94,9 @@ def create_session(
     session_options.enable_cpu_mem_arena = options.get("enable_cpu_mem_arena", True)
     session_options.enable_mem_pattern = options.get("enable_mem_pattern", True)
     session_options.log_severity_level = options.get("log_severity_level", 3)
+    if options.get("profile_file_prefix"):
+        session_options.enable_profiling = True
+        session_options.profile_file_prefix = options["profile_file_prefix"]
     try:
         return ort.InferenceSession(os.fspath(path), sess_options=session_options,
                                     providers=["CPUExecutionProvider"])

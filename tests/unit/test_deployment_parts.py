@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,16 @@ def test_session_options_are_checked(graph: Path) -> None:
         create_session(graph, threads=0)
     with pytest.raises(ValueError, match="need 2 cores"):
         create_session(graph, threads=2, cores=(0,))
+
+
+def test_profile_file_prefix_writes_an_operator_trace(graph: Path, tmp_path: Path) -> None:
+    session = create_session(graph, threads=1, options={"profile_file_prefix": str(tmp_path / "trace")})
+    feeds = {"input_ids": np.array([[1, 2, 0]], np.int64), "attention_mask": np.array([[1, 1, 0]], np.int64)}
+    session.run(None, feeds)
+    trace = Path(session.end_profiling())
+    assert trace.parent == tmp_path and trace.name.startswith("trace")
+    assert any(event.get("cat") == "Node" for event in json.loads(trace.read_text()))
+    assert create_session(graph, threads=1).get_session_options().enable_profiling is False
 
 
 def test_session_on_a_broken_graph_is_a_model_error(tmp_path: Path) -> None:
