@@ -12,7 +12,7 @@ fused graph with the accuracy guard on the first 128 packaged calibration senten
 
 Run from the repository root: ``python -m bench.bench_export [--models minilm mpnet] [--json FILE]``.
 The graphs go to a temporary folder unless ``--work DIR`` is given. The models come from PyPI wheels
-(MODELS.md), the same helpers the tests use.
+(../shared/docs/MODELS.md), the same helpers the tests use.
 """
 
 from __future__ import annotations

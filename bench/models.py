@@ -1,6 +1,6 @@
 """MiniLM-size task models for throughput benchmarks: the all-MiniLM-L6-v2 body with a task head.
 
-Throughput depends on size, not on training (MODELS.md), so an untrained head on the real body measures
+Throughput depends on size, not on training (../shared/docs/MODELS.md), so an untrained head on the real body measures
 what a fine-tuned MiniLM NER or classifier would cost. ``python -m bench.models ner OUT`` writes one.
 """
 
