@@ -114,7 +114,7 @@ def measure(package: Path, batches: list[list[str]], concurrency: int, threads: 
 
             def post(batch: list[str]) -> None:
                 if task == "text_embedding":
-                    response = client.post("/embed", json={"inputs": batch})
+                    response = client.post("/embed", json={"inputs": batch, "model": "bench"})  # beside the bundled default model
                 else:
                     response = client.post("/_ml/trained_models/bench/_infer",
                                            json={"docs": [{"text_field": text} for text in batch]})

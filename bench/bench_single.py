@@ -1,0 +1,179 @@
+"""One short query at a time, one thread: what each layer adds between the bare ONNX Runtime session and HTTP.
+
+    python -m bench.bench_single [--package DIR] [--corpus builtin-queries] [--requests 300] [--rounds 3]
+                                 [--json OUT] [--plot PNG]
+
+Paths, each sent the same queries one per request from one client, in alternating rounds (so a burst of
+load elsewhere hits every path alike), medians over the rounds of each path's p50/p90/p99:
+
+* ``bare ORT``: the package's tokenizer (``tokenizers``, ``encode``) and ``session.run`` on a session
+  from :func:`engine.session.create_session` with 1 thread: the floor;
+* ``Deployment.infer``: the engine in-process (1 allocation × 1 thread, cache off);
+* ``HTTP /embed``, ``HTTP /v1/embeddings``, ``HTTP _infer``: ``engine serve`` in a subprocess on
+  loopback, the same deployment settings, one keep-alive connection.
+
+The server and the client share the machine's cores, as a co-located caller would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bench_server import free_port, percentile, start_server
+from .corpus import load_corpus
+
+
+def bare_session(package: Path) -> Callable[[str], Any]:
+    """Tokenise and run with nothing of the engine but its session factory: the floor of ``infer``."""
+    from tokenizers import Tokenizer
+
+    from engine.manifest import read_manifest
+    from engine.session import create_session
+
+    manifest = read_manifest(package)
+    tokenizer = Tokenizer.from_file(str(package / manifest.tokenizer))
+    tokenizer.no_padding()
+    session = create_session(package / manifest.graph, 1)
+    names = list(manifest.inputs)
+
+    def call(text: str) -> Any:
+        encoding = tokenizer.encode(text)
+        feeds = {"input_ids": np.array([encoding.ids], dtype=np.int64),
+                 "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
+                 "token_type_ids": np.array([encoding.type_ids], dtype=np.int64)}
+        return session.run(None, {name: feeds[name] for name in names})
+
+    return call
+
+
+def latencies(call: Callable[[str], Any], texts: list[str]) -> list[float]:
+    for text in texts[:10]:  # warm-up
+        call(text)
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        call(text)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return times
+
+
+def measure(package: Path, texts: list[str], rounds: int) -> dict[str, dict[str, Any]]:
+    import httpx
+
+    import engine
+
+    deployment = engine.load(str(package), number_of_allocations=1, threads_per_allocation=1, cache_size=0)
+    port = free_port()
+    server = start_server(package, 1, port)
+    samples: dict[str, list[list[float]]] = {}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            def post(path: str, body: Callable[[str], dict[str, Any]]) -> Callable[[str], Any]:
+                def call(text: str) -> Any:
+                    response = client.post(path, json=body(text))
+                    response.raise_for_status()
+                    return response.content
+                return call
+
+            paths: dict[str, Callable[[str], Any]] = {
+                "bare ORT (tokenize + session.run)": bare_session(package),
+                "Deployment.infer": deployment.infer,
+                "HTTP /embed": post("/embed", lambda text: {"inputs": text, "model": "bench"}),
+                "HTTP /v1/embeddings": post("/v1/embeddings", lambda text: {"input": text, "model": "bench"}),
+                "HTTP _infer": post("/_ml/trained_models/bench/_infer", lambda text: {"docs": [{"text_field": text}]}),
+            }
+            for _ in range(rounds):
+                for name, call in paths.items():
+                    samples.setdefault(name, []).append(latencies(call, texts))
+    finally:
+        deployment.stop()
+        server.terminate()
+        server.wait(timeout=60)
+    results = {}
+    for name, runs in samples.items():
+        per_round = [{"p50": statistics.median(run), "p90": percentile(run, 0.9), "p99": percentile(run, 0.99)}
+                     for run in runs]
+        results[name] = {key: statistics.median(r[key] for r in per_round) for key in ("p50", "p90", "p99")}
+        results[name]["p50_rounds"] = [r["p50"] for r in per_round]
+    return results
+
+
+def markdown(results: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str:
+    bare = results["bare ORT (tokenize + session.run)"]["p50"]
+    inproc = results["Deployment.infer"]["p50"]
+    lines = [f"`{settings['command']}` — {settings['requests']} single-query requests per path and round "
+             f"({settings['corpus']}, {settings['mean_words']:.1f} words), {settings['rounds']} alternating rounds, "
+             f"1 allocation × 1 thread, cache off; load average {settings['load']:.2f} at start.", "",
+             "| path | p50 ms | p90 ms | p99 ms | p50 per round | p50 ÷ bare ORT | p50 − in-process ms |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    for name, row in results.items():
+        rounds = ", ".join(f"{value:.2f}" for value in row["p50_rounds"])
+        lines.append(f"| {name} | {row['p50']:.2f} | {row['p90']:.2f} | {row['p99']:.2f} | {rounds} | "
+                     f"{row['p50'] / bare:.2f}× | {row['p50'] - inproc:+.2f} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Latency percentiles per route: p50 bars, p90 and p99 marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    positions = range(len(names))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    axis.bar(positions, [results[name]["p50"] for name in names], color="tab:blue", label="p50")
+    axis.scatter(positions, [results[name]["p90"] for name in names], marker="_", s=300, color="black", label="p90",
+                 zorder=3)
+    axis.scatter(positions, [results[name]["p99"] for name in names], marker="v", color="tab:red", label="p99",
+                 zorder=3)
+    axis.set_xticks(list(positions), [name.replace(" (", "\n(") for name in names], fontsize=7)
+    axis.set_ylabel("latency per single-query request, ms")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_single", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--package", type=Path, help="a text_embedding package (default: the bundled MiniLM, int8)")
+    parser.add_argument("--corpus", default="builtin-queries")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args(argv)
+    from engine.api import resolve_model
+
+    package = Path(args.package or resolve_model(None, "text_embedding"))
+    texts = load_corpus(args.corpus, args.requests)
+    settings = {"command": " ".join(["python -m bench.bench_single", *sys.argv[1:]]), "requests": len(texts),
+                "corpus": args.corpus, "rounds": args.rounds, "mean_words": statistics.mean(len(t.split()) for t in texts),
+                "load": os.getloadavg()[0]}
+    results = measure(package, texts, args.rounds)
+    print(markdown(results, settings))
+    if args.json:
+        args.json.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    if args.plot:
+        plot(results, args.plot, f"single query, 1 thread · {package.name} · load {settings['load']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    from bench.entry import script
+
+    sys.exit(script(main, "python -m bench.bench_single"))

@@ -1,0 +1,199 @@
+"""Base-size models and long inputs: the engine against the transformers pipeline, and as a share of the limit.
+
+    python -m bench.bench_sizes [--cases distilbert-ner,bert-cls,...] [--limit 200] [--repeats 3]
+                                [--home DIR] [--json OUT]
+
+Throughput depends on a model's size, not its training (MODELS.md), so every model here has random
+weights of the real architecture's size, built from the ``transformers`` config defaults (base sizes:
+768 wide, 12 layers; DistilBERT 6) with a fixed seed, with the all-MiniLM-L6-v2 tokenizer (BERT's
+uncased WordPiece vocabulary) or all-mpnet-base-v2's. Packages are exported once (``engine export
+--accuracy-threshold 0``: the guard compares against an untrained head, which says nothing, so every
+GEMM is int8) and cached under ``--home`` (default ``$ENGINE_HOME/sizes``). Each case runs the engine
+(2 allocations × 1 thread, the engine's default budgets) and then the ``transformers`` pipeline (PyTorch
+fp32, every allowed core, batch 32) in a child process, on the same texts, medians of ``--repeats``, and
+reports both as docs/s and as a share of the int8 GEMM limit measured in the same run (bench/limits.py).
+
+Cases: ``distilbert-ner`` (sentences), ``bert-cls`` (sentences), ``mpnet-embed`` (passages),
+``bert-cls-512`` (passages joined to ~512 tokens), ``bert-qa-2000`` (one question over ~2,000-token
+documents: 386-token windows with a 128-token stride, in the engine and in the pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .corpus import load_corpus
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    architecture: str       # transformers model class
+    task: str
+    tokenizer: str          # "minilm" or "mpnet"
+    corpus: str             # builtin corpus the texts come from
+    words: int = 0          # join corpus texts until each has this many words (long inputs)
+    config: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def model_key(self) -> str:
+        """Cases that differ only in their texts share a model and a package."""
+        return f"{self.architecture}-{self.task}-{self.tokenizer}"
+
+    @property
+    def task_config(self) -> dict[str, Any]:
+        return dict(self.config)
+
+
+QUESTION = "What does this module do?"
+CASES = {case.name: case for case in (
+    Case("distilbert-ner", "DistilBertForTokenClassification", "ner", "minilm", "builtin-sentences"),
+    Case("bert-cls", "BertForSequenceClassification", "text_classification", "minilm", "builtin-sentences"),
+    Case("mpnet-embed", "MPNetModel", "text_embedding", "mpnet", "builtin-passages"),
+    Case("bert-cls-512", "BertForSequenceClassification", "text_classification", "minilm", "builtin-passages",
+         words=380),
+    Case("bert-qa-2000", "BertForQuestionAnswering", "question_answering", "minilm", "builtin-passages",
+         words=1500, config=(("question", QUESTION),)),
+)}
+NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+
+
+def build_model(case: Case, out: Path) -> Path:
+    """A random-weight model of the architecture's default (base) size, saved with a real tokenizer."""
+    import torch
+    import transformers
+
+    from .models import minilm_dir
+    from .mpnet import mpnet_dir
+
+    if (out / "config.json").exists():
+        return out
+    torch.manual_seed(0)
+    model_class = getattr(transformers, case.architecture)
+    config_class = transformers.AutoConfig.for_model(model_class.config_class.model_type).__class__
+    extra: dict[str, Any] = {}
+    if case.task == "ner":
+        extra = {"num_labels": len(NER_LABELS), "id2label": dict(enumerate(NER_LABELS)),
+                 "label2id": {label: i for i, label in enumerate(NER_LABELS)}}
+    elif case.task == "text_classification":
+        extra = {"num_labels": 2, "id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    model = model_class(config_class(**extra)).eval()
+    source = minilm_dir() if case.tokenizer == "minilm" else mpnet_dir()
+    model.save_pretrained(out, safe_serialization=True)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    if case.task == "text_embedding":  # a sentence-transformers layout: mean pooling, normalised
+        (out / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+        (out / "1_Pooling").mkdir(exist_ok=True)
+        (out / "1_Pooling" / "config.json").write_text(json.dumps(
+            {"word_embedding_dimension": model.config.hidden_size, "pooling_mode_mean_tokens": True}))
+        (out / "2_Normalize").mkdir(exist_ok=True)
+    return out
+
+
+def export(case: Case, source: Path, package: Path) -> Path:
+    if (package / "engine.json").exists():
+        return package
+    subprocess.run(["engine", "export", str(source), "--task", case.task, "--out", str(package),
+                    "--accuracy-threshold", "0", "--quiet"], check=True)
+    return package
+
+
+def texts_for(case: Case, limit: int) -> list[str]:
+    """The case's texts: corpus texts as they are, or joined until each holds ``case.words`` words."""
+    if not case.words:
+        return load_corpus(case.corpus, limit)
+    pool = load_corpus(case.corpus)
+    texts, words, cursor = [], [], 0
+    while len(texts) < limit:
+        words.extend(pool[cursor % len(pool)].split())
+        cursor += 1
+        if len(words) >= case.words:
+            texts.append(" ".join(words[: case.words]))
+            words = []
+    return texts
+
+
+def run_case(case: Case, home: Path, limit: int, repeats: int, allocations: int, threads: int) -> dict[str, Any]:
+    from .baselines import run_child
+    from .limits import attach_limits
+    from .throughput import BenchConfig, allowed_cores, bench_engine
+
+    source = build_model(case, home / "models" / case.model_key)
+    package = export(case, source, home / "packages" / case.model_key)
+    texts = texts_for(case, limit)
+    corpus_file = home / "corpora" / f"{case.name}-{limit}.txt"
+    corpus_file.parent.mkdir(parents=True, exist_ok=True)
+    corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    config = BenchConfig(allocations, threads, 2048, max(4, allocations), 32)
+    rows = [m.to_json() for m in bench_engine(str(package), case.task, texts, [config], repeats, case.task_config,
+                                               progress=lambda line: print(line, file=sys.stderr))]
+    rows.append(run_child("transformers-pipeline", str(source), case.task, str(corpus_file), limit, repeats,
+                          case.task_config))
+    limit_meta = attach_limits(rows, str(package), texts, case.task_config,
+                               {config.label(): (allocations, threads)},
+                               progress=lambda line: print(line, file=sys.stderr))
+    engine_row, pipeline_row = rows
+    return {"case": case.name, "task": case.task, "architecture": case.architecture, "texts": len(texts),
+            "allowed_cores": allowed_cores(), "load_average": os.getloadavg()[0], "limit": limit_meta,
+            "rows": rows, "engine_over_pipeline": engine_row["docs_per_s"] / pipeline_row["docs_per_s"]}
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| case | texts | GOP/doc | system | docs/s | share of int8 limit | share of package limit | engine ÷ pipeline |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for result in results:
+        for row in result["rows"]:
+            ratio = f"{result['engine_over_pipeline']:.2f}×" if row["system"] == "engine" else ""
+            lines.append(f"| {result['case']} | {result['texts']} | {row['gop_per_doc']:.2f} | {row['system']} "
+                         f"{row['config']} | {row['docs_per_s']:.2f} | {row['limit_share']:.1%} | "
+                         f"{row['ideal_share']:.1%} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_sizes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {sorted(CASES)}")
+    parser.add_argument("--limit", type=int, default=200, help="texts per case")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--allocations", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--home", type=Path, default=None, help="cache of models and packages")
+    parser.add_argument("--build-only", action="store_true", help="build and export the packages, measure nothing")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    home = args.home or Path(os.environ.get("ENGINE_HOME", Path.home() / ".cache" / "engine")) / "sizes"
+    names = [name.strip() for name in args.cases.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {sorted(CASES)}")
+    results = []
+    for name in names:
+        case = CASES[name]
+        if args.build_only:
+            export(case, build_model(case, home / "models" / case.model_key), home / "packages" / case.model_key)
+            print(f"built {name}", file=sys.stderr)
+            continue
+        print(f"case {name} ...", file=sys.stderr)
+        results.append(run_case(case, home, args.limit, args.repeats, args.allocations, args.threads))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if results:
+        print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    from bench.entry import script
+
+    sys.exit(script(main, "python -m bench.bench_sizes"))
