@@ -238,25 +238,25 @@ def run_on_ray(task: str, model: str | None, input_path: str, output_path: str, 
                column: str = "text", output_column: str = "result", batch_size: int = DEFAULT_BATCH_SIZE,
                concurrency: int = 1, threads_per_allocation: int = 1, config: Mapping[str, Any] | None = None,
                progress: bool = True) -> RecordWriter:
-    """The job on Ray Data: the input read by Ray (a path every node can read, or a URI), rows run by
-    ``concurrency`` actors, results streamed back here in input order and written by this process."""
+    """The job on Ray Data: this process reads the file (so no node needs it) into the object store,
+    ``concurrency`` actors run the rows, results stream back here in input order and are written here.
+    A corpus larger than one machine goes through :func:`engine.ray.infer_dataset` with Ray's own
+    readers (``ray.data.read_parquet("s3://...")``) instead."""
     import ray.data
 
     from .api import resolve_model
     from .ray import connect, infer_dataset
 
-    suffix = _suffix(input_path, INPUT_SUFFIXES, "--input")
+    records = list(read_records(input_path, column))
     writer = RecordWriter(output_path)
     package = resolve_model(model, task)
     connect(address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
-    readers = {".jsonl": ray.data.read_json, ".parquet": ray.data.read_parquet, ".txt": ray.data.read_text}
-    source = readers[suffix](os.path.abspath(input_path))
-    if suffix == ".txt" and column != "text":
-        source = source.rename_columns({"text": column})
-    total = source.count() if progress else None
+    blocks = max(1, min(len(records) // batch_size, 4 * concurrency))
+    source = ray.data.from_items(records, override_num_blocks=blocks)
+    total = len(records)
     results = infer_dataset(source, str(package), task, column=column, output_column=output_column,
                             concurrency=concurrency, threads_per_allocation=threads_per_allocation,
                             batch_size=batch_size, **dict(config or {}))

@@ -84,10 +84,14 @@ def infer_dataset(ds: Any, model: str | os.PathLike[str] | None, task: str, colu
     DeploymentConfig(threads_per_allocation=threads_per_allocation, queue_capacity=batch_size)
     package = load_package(resolve_model(model, task), verify=True)
     package.runner.parse_config(dict(config))  # a bad config fails here, not in every row
+    from ray.data import ActorPoolStrategy
+
+    pool = (ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1]) if isinstance(concurrency, tuple)
+            else ActorPoolStrategy(size=concurrency))
     return ds.map_batches(
         Predictor,
         fn_constructor_kwargs={"package_path": str(package.path), "task": task, "column": column,
                                "output_column": output_column or "result", "threads": threads_per_allocation,
                                "batch_size": batch_size, "config": config},
-        batch_size=batch_size, batch_format="numpy", concurrency=concurrency, num_cpus=threads_per_allocation,
+        batch_size=batch_size, batch_format="numpy", compute=pool, num_cpus=threads_per_allocation,
     )

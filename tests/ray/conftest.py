@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tolerances import SAME_GRAPH_ABS
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -43,14 +45,9 @@ def corpus(n: int) -> list[str]:
     return [" ".join(words[(i * 7 + k) % len(words)] for k in range(3 + i % 29)) + f" #{i}" for i in range(n)]
 
 
-# Batches pad their rows to the longest one, and an fp32 graph's last bits depend on the padded length
-# (vectorised reductions), so a text's numbers may differ by ~1e-8 between two groupings; anything beyond
-# float rounding is a real difference.
-ROUNDING = 1e-6
-
-
 def assert_same_results(actual: list[dict], expected: list[dict]) -> None:
-    """Results equal to ``expected`` up to float rounding: same keys, labels and shapes everywhere."""
+    """Results equal to ``expected`` up to the float rounding of another batch shape
+    (``tests.tolerances.SAME_GRAPH_ABS``): same keys, labels and shapes everywhere."""
     assert len(actual) == len(expected)
     for got, want in zip(actual, expected, strict=True):
         _assert_same(got, want)
@@ -66,6 +63,6 @@ def _assert_same(got: object, want: object) -> None:
         for item, wanted in zip(got, want, strict=True):
             _assert_same(item, wanted)
     elif isinstance(want, float):
-        assert isinstance(got, float) and abs(got - want) <= ROUNDING
+        assert isinstance(got, float) and abs(got - want) <= SAME_GRAPH_ABS
     else:
         assert got == want
