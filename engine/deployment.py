@@ -1,7 +1,8 @@
 """A deployment of one model package on this machine's cores: allocations, the worker loop, scaling.
 
-The queue, the requests and the batching policy are in :mod:`engine.scheduler`, the settings and
-their rules in :mod:`engine.config`. A deployment owns a bounded priority queue of texts and ``number_of_allocations`` worker threads.
+The queue, the requests, the batching policy and how a request ends are in :mod:`engine.scheduler`
+(whose lock this class shares), the settings and their rules in :mod:`engine.config`. A deployment
+owns a bounded priority queue of texts and ``number_of_allocations`` worker threads.
 Each worker (an *allocation*) owns one ONNX Runtime session pinned to its own cores and loops: take
 a batch from the queue under a token budget, run it, hand every text its outputs. The caller's
 thread does the task's ``parse_config`` and ``prepare`` before anything is queued and ``finish``
@@ -52,16 +53,23 @@ from .errors import (
     DeploymentStopped,
     EngineError,
     InferenceFailed,
-    InferenceTimeout,
     InvalidInput,
     ModelError,
     NotDeployed,
-    QueueFull,
 )
-from .scheduler import REQUEST_PRIORITIES, Entry, Outputs, Request, RequestQueue, check_request
+from .scheduler import QUEUE_FULL_MESSAGE as QUEUE_FULL_MESSAGE  # re-exported: other backends answer alike
+from .scheduler import (
+    REQUEST_PRIORITIES,
+    STOPPING_MESSAGE,
+    Entry,
+    Outputs,
+    Request,
+    RequestQueue,
+    Scheduler,
+    check_request,
+)
 from .session import create_session
 from .stats import DeploymentStats, allocation_state
-from .units import format_time_value
 
 if TYPE_CHECKING:
     from .package import LoadedPackage
@@ -69,9 +77,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOW_PRIORITY_NICE = 19
-
-QUEUE_FULL_MESSAGE = "inference process queue is full. Unable to execute command"
-STOPPING_MESSAGE = "inference canceled as process is stopping"
 
 SessionFactory = Callable[..., Any]
 
@@ -128,13 +133,11 @@ class Deployment:
         self._cache = InferenceCache(cache_bytes) if cache_bytes > 0 else None
         # tokenizers starts a rayon pool as big as the host for batch encodes; see the module comment.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self._cond = threading.Condition()
-        self._scale_lock = threading.Lock()
-        self._queue = RequestQueue(config.queue_capacity, config.max_batch_tokens, config.grouping_window,
-                                   config.max_batch_rows)
         self._stats = DeploymentStats(config.stats_period_s)
-        self._pending_texts = 0
-        self._pending_requests: set[Request] = set()
+        self._scheduler = Scheduler(RequestQueue(config.queue_capacity, config.max_batch_tokens,
+                                                 config.grouping_window, config.max_batch_rows), self._stats)
+        self._cond = self._scheduler.cond  # one lock for the queue, the requests, the allocations, the state
+        self._scale_lock = threading.Lock()
         self._allocations: list[_Allocation] = []
         self._allocation_numbers = itertools.count()
         self._target_allocations = 0
@@ -190,8 +193,7 @@ class Deployment:
         if wait_for_room:
             return self._infer_in_windows(check_request(texts, timeout, priority), timeout, priority, config)
         request, cfg, prepared = self._submit(texts, timeout, priority, config)
-        self._wait(request)
-        return self._finish(request, cfg, prepared)
+        return self._collect(request, cfg, prepared)
 
     def _infer_in_windows(self, texts: list[str], timeout: float | None, priority: str,
                           config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -211,12 +213,12 @@ class Deployment:
         except BaseException as error:
             withdrawn = error if isinstance(error, EngineError) else InvalidInput("inference call interrupted")
             for request, _, _ in in_flight:
-                self._end(request, withdrawn)
+                self._scheduler.end(request, withdrawn)
             raise
         return results
 
     def _collect(self, request: Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
-        self._wait(request)
+        self._scheduler.wait(request)
         return self._finish(request, cfg, prepared)
 
     async def ainfer(self, texts: str | Sequence[str], timeout: float | None = None, priority: str = "normal",
@@ -230,16 +232,16 @@ class Deployment:
         def wake() -> None:
             loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
 
-        self._when_done(request, wake)
+        self._scheduler.when_done(request, wake)
         remaining = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
         try:
             await asyncio.wait_for(asyncio.shield(finished), remaining)
         except asyncio.TimeoutError:
-            self._expire(request)
+            self._scheduler.expire(request)
         except asyncio.CancelledError:
-            self._end(request, InvalidInput("inference task cancelled"))
+            self._scheduler.end(request, InvalidInput("inference task cancelled"))
             raise
-        self._raise_if_failed(request)
+        self._scheduler.raise_if_failed(request)
         return await loop.run_in_executor(None, self._finish, request, cfg, prepared)
 
     def _submit(self, texts: str | Sequence[str], timeout: float | None, priority: str,
@@ -267,27 +269,7 @@ class Deployment:
                 request.outputs[index] = []
                 continue
             entries.append(Entry(request, index, item.windows, rank, key))
-        with self._cond:
-            if self._state != "started":
-                self._check_running()
-            while wait_for_room and not self._queue.has_room(len(entries)):
-                self._cond.wait()  # woken when a batch is taken or a request settles
-                if self._state != "started":
-                    self._check_running()
-            if not self._queue.offer(entries):
-                self._stats.record_rejected(len(entries))
-                raise QueueFull(QUEUE_FULL_MESSAGE)
-            self._stats.record_queued(len(entries))
-            request.entries = entries
-            request.remaining = len(entries)
-            if timeout is not None:
-                request.deadline = time.monotonic() + timeout
-            self._pending_texts += len(entries)
-            if entries:
-                self._pending_requests.add(request)
-                self._cond.notify_all()
-            else:
-                self._settle(request, None)
+        self._scheduler.admit(request, entries, timeout, wait_for_room, self._check_started)
         return request, cfg, prepared
 
     def _check_running(self) -> None:
@@ -296,58 +278,10 @@ class Deployment:
         if self._state == "stopped":
             raise NotDeployed(f"Trained model deployment [{self.deployment_id}] is not deployed")
 
-    def _when_done(self, request: Request, callback: Callable[[], None]) -> None:
-        with self._cond:
-            if request.state == "pending":
-                request.callbacks.append(callback)
-                return
-        callback()
-
-    def _wait(self, request: Request) -> None:
-        remaining = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
-        if not request.done.wait(remaining):
-            self._expire(request)
-        self._raise_if_failed(request)
-
-    def _expire(self, request: Request) -> None:
-        """The caller's timer ran out: fail the request unless its results won the race."""
-        with self._cond:
-            if request.state != "pending":
-                return
-            unanswered = sum(not entry.settled for entry in request.entries)
-            self._stats.record_timeout(unanswered)
-            timeout = format_time_value(request.timeout or 0.0)
-            self._settle(request, InferenceTimeout(f"timeout [{timeout}] waiting for inference result"))
-
-    def _end(self, request: Request, error: EngineError) -> None:
-        with self._cond:
-            if request.state == "pending":
-                self._settle(request, error)
-
-    @staticmethod
-    def _raise_if_failed(request: Request) -> None:
-        if request.state == "failed":
-            assert request.error is not None
-            raise request.error
-
-    def _settle(self, request: Request, error: EngineError | None) -> None:
-        """End a request (lock held): drop its queued texts, wake its caller."""
-        request.state = "done" if error is None else "failed"
-        request.error = error
-        for entry in request.entries:
-            self._queue.discard(entry)
-            if not entry.settled:
-                entry.settled = True
-                self._pending_texts -= 1
-        self._pending_requests.discard(request)
-        self._cond.notify_all()  # its queued texts left: callers waiting for room may go on
-        request.done.set()
-        for callback in request.callbacks:
-            try:
-                callback()
-            except Exception:  # a closed event loop must not break the worker that completed the request
-                log.exception("inference completion callback failed")
-        request.callbacks.clear()
+    def _check_started(self) -> None:
+        """Whether requests may still be queued (lock held): not once a stop has begun."""
+        if self._state != "started":
+            self._check_running()
 
     def _finish(self, request: Request, cfg: Any, prepared: list[Any]) -> list[dict[str, Any]]:
         runner = self.package.runner
@@ -374,21 +308,13 @@ class Deployment:
             allocation.ready.set()
             return
         allocation.ready.set()
+        def done() -> bool:  # checked under the lock
+            return allocation.retiring or (
+                self._state == "stopping" and (not self._drain or self._scheduler.queue.live == 0))
+
         try:
             while True:
-                with self._cond:
-                    while True:
-                        if allocation.retiring:
-                            rows: list[tuple[Entry, int]] = []
-                            break
-                        if self._state == "stopping" and (not self._drain or self._queue.live == 0):
-                            rows = []
-                            break
-                        rows = self._queue.take_batch()
-                        if rows:
-                            self._cond.notify_all()  # the queue has room again
-                            break
-                        self._cond.wait()
+                rows = self._scheduler.next_batch(done)
                 if not rows:
                     return
                 self._run_batch(session, rows)
@@ -399,7 +325,6 @@ class Deployment:
             self._cores.release(allocation.cores)
 
     def _run_batch(self, session: Any, rows: list[tuple[Entry, int]]) -> None:
-        entries = list(dict.fromkeys(entry for entry, _ in rows))
         started = time.perf_counter()
         error: EngineError | None = None
         per_row: Outputs = []
@@ -411,40 +336,7 @@ class Deployment:
             error = engine_error
         except Exception as exc:
             error = InferenceFailed(f"Error in inference process: [{exc}]")
-        elapsed = time.perf_counter() - started
-        to_cache = []
-        with self._cond:
-            for entry in entries:
-                entry.elapsed_s += elapsed
-            if error is not None:
-                self._stats.record_batch(elapsed, 0)
-                failed = [entry for entry in entries if not entry.settled]
-                self._stats.record_error(len(failed))
-                for request in dict.fromkeys(entry.request for entry in failed):
-                    if request.state == "pending":
-                        self._settle(request, error)
-                self._cond.notify_all()
-                return
-            for (entry, row), outputs in zip(rows, per_row, strict=True):
-                entry.row_outputs[row] = outputs
-                entry.rows_done += 1
-            completed = [entry for entry in entries if entry.rows_done == entry.n_rows]
-            self._stats.record_batch(elapsed, len(completed))
-            for entry in completed:
-                outputs = list(entry.row_outputs)
-                if entry.key is not None:
-                    to_cache.append((entry.key, outputs))
-                if entry.settled:
-                    continue  # its request timed out or was cancelled: the late result is dropped
-                entry.settled = True
-                self._pending_texts -= 1
-                request = entry.request
-                request.outputs[entry.index] = outputs
-                self._stats.record_inference(entry.elapsed_s * 1000, cache_hit=False)
-                request.remaining -= 1
-                if request.remaining == 0:
-                    self._settle(request, None)
-            self._cond.notify_all()
+        to_cache = self._scheduler.complete(rows, per_row, error, time.perf_counter() - started)
         if self._cache is not None:
             for key, outputs in to_cache:
                 self._cache.put(key, outputs)
@@ -570,10 +462,7 @@ class Deployment:
             self._state = "stopping" if self._state != "stopped" else "stopped"
             self._drain = self._drain and drain  # a later stop(drain=False) cuts a drain short
             if not self._drain:
-                stopping = DeploymentStopped(STOPPING_MESSAGE)
-                for request in list(self._pending_requests):
-                    if any(entry.in_queue for entry in request.entries):
-                        self._settle(request, stopping)
+                self._scheduler.cancel_held(DeploymentStopped(STOPPING_MESSAGE), queued_only=True)
             self._cond.notify_all()
         if already:
             self._join_workers()
@@ -585,9 +474,8 @@ class Deployment:
             adaptive_thread.join()
         self._join_workers()
         with self._cond:
-            stopping = DeploymentStopped(STOPPING_MESSAGE)
-            for request in list(self._pending_requests):  # nothing left to serve them
-                self._settle(request, stopping)
+            # nothing is left to serve them
+            self._scheduler.cancel_held(DeploymentStopped(STOPPING_MESSAGE), queued_only=False)
             self._state = "stopped"
             self._target_allocations = 0
         if self._cache is not None:
@@ -640,7 +528,7 @@ class Deployment:
         with self._cond:
             serving = self._serving_count()
             target = self._target_allocations
-            pending = self._pending_texts
+            pending = self._scheduler.pending_texts
             cores = [list(allocation.cores) if allocation.cores is not None and self.config.pin_threads else None
                      for allocation in self._allocations if not allocation.retiring]
             state = self._state

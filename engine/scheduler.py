@@ -1,25 +1,35 @@
-"""The scheduler's data: requests, their queued texts, and the batching policy.
+"""The scheduler: requests, their queued texts, the batching policy, and how a request ends.
 
 A :class:`Request` is one ``infer`` call; each of its texts that needs the graph becomes an
 :class:`Entry` (one per text, as Elasticsearch queues them) holding the text's rows (windows).
 :class:`RequestQueue` is the bounded three-level priority queue of entries and decides which rows
-form the next batch. Nothing here runs a graph or starts a thread: the deployment's workers call
-``take_batch`` under the deployment's lock and write results back into the entries.
+form the next batch. :class:`Scheduler` puts both behind one lock: callers admit and wait, workers
+take batches and complete them, timers, cancels and stops settle requests. Nothing here runs a graph
+or starts a thread; the deployment (engine/deployment.py) owns the workers.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import EngineError, InvalidInput
+from .errors import EngineError, InferenceTimeout, InvalidInput, QueueFull
+from .stats import DeploymentStats
+from .units import format_time_value
+
+log = logging.getLogger(__name__)
 
 REQUEST_PRIORITIES = ("high", "normal", "low")  # service order; "high" is ES's skip-the-queue priority
+# Elasticsearch's messages (ELASTIC_REFERENCE.md §5.5)
+QUEUE_FULL_MESSAGE = "inference process queue is full. Unable to execute command"
+STOPPING_MESSAGE = "inference canceled as process is stopping"
 
 Outputs = list[tuple[np.ndarray, ...]]
 
@@ -172,3 +182,175 @@ class RequestQueue:
 
     def queued_entries(self) -> list[Entry]:
         return [entry for level in self._levels for entry in level if entry.in_queue]
+
+
+class Scheduler:
+    """The queue and the life of every request on it, behind the deployment's one lock.
+
+    Callers ``admit`` a request's entries and ``wait`` (or register ``when_done``); workers take
+    ``next_batch`` and hand it back with ``complete``. A request ends exactly once, in ``settle``: with
+    its results, or with the first error (its timer, a failed batch, a cancel, a stop); texts still queued
+    then leave the queue and late results are dropped. ``cond`` is also the lock the deployment guards its
+    allocations and state with, so a state change and the queue are seen together. Methods whose names
+    say "held" expect the lock; the others take it.
+    """
+
+    def __init__(self, queue: RequestQueue, stats: DeploymentStats) -> None:
+        self.cond = threading.Condition()  # reentrant: a settle inside a locked section is fine
+        self.queue = queue
+        self.stats = stats
+        self.pending_texts = 0
+        self._pending_requests: set[Request] = set()
+
+    # -- callers -------------------------------------------------------------------------------
+
+    def admit(self, request: Request, entries: list[Entry], timeout: float | None, wait_for_room: bool,
+              check_open: Callable[[], None]) -> None:
+        """Queue all of a request's entries, or none.
+
+        Args:
+            wait_for_room: wait until they fit instead of failing.
+            check_open: raises when the deployment no longer takes requests (called under the lock,
+                before and after every wait).
+
+        Raises:
+            QueueFull: they do not all fit now (and ``wait_for_room`` is false).
+        """
+        with self.cond:
+            check_open()
+            while wait_for_room and not self.queue.has_room(len(entries)):
+                self.cond.wait()  # woken when a batch is taken or a request settles
+                check_open()
+            if not self.queue.offer(entries):
+                self.stats.record_rejected(len(entries))
+                raise QueueFull(QUEUE_FULL_MESSAGE)
+            self.stats.record_queued(len(entries))
+            request.entries = entries
+            request.remaining = len(entries)
+            if timeout is not None:
+                request.deadline = time.monotonic() + timeout
+            self.pending_texts += len(entries)
+            if entries:
+                self._pending_requests.add(request)
+                self.cond.notify_all()
+            else:
+                self.settle_held(request, None)
+
+    def when_done(self, request: Request, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the request has ended (now, if it has)."""
+        with self.cond:
+            if request.state == "pending":
+                request.callbacks.append(callback)
+                return
+        callback()
+
+    def wait(self, request: Request) -> None:
+        """Block until the request ends or its deadline passes; raise its error."""
+        remaining = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        if not request.done.wait(remaining):
+            self.expire(request)
+        self.raise_if_failed(request)
+
+    def expire(self, request: Request) -> None:
+        """The caller's timer ran out: fail the request unless its results won the race."""
+        with self.cond:
+            if request.state != "pending":
+                return
+            self.stats.record_timeout(sum(not entry.settled for entry in request.entries))
+            timeout = format_time_value(request.timeout or 0.0)
+            self.settle_held(request, InferenceTimeout(f"timeout [{timeout}] waiting for inference result"))
+
+    def end(self, request: Request, error: EngineError) -> None:
+        """Withdraw a request that is still pending (a cancelled caller)."""
+        with self.cond:
+            if request.state == "pending":
+                self.settle_held(request, error)
+
+    @staticmethod
+    def raise_if_failed(request: Request) -> None:
+        if request.state == "failed":
+            assert request.error is not None
+            raise request.error
+
+    def settle_held(self, request: Request, error: EngineError | None) -> None:
+        """End a request (lock held): drop its queued texts, wake its caller."""
+        request.state = "done" if error is None else "failed"
+        request.error = error
+        for entry in request.entries:
+            self.queue.discard(entry)
+            if not entry.settled:
+                entry.settled = True
+                self.pending_texts -= 1
+        self._pending_requests.discard(request)
+        self.cond.notify_all()  # its queued texts left: callers waiting for room may go on
+        request.done.set()
+        for callback in request.callbacks:
+            try:
+                callback()
+            except Exception:  # a closed event loop must not break the worker that completed the request
+                log.exception("inference completion callback failed")
+        request.callbacks.clear()
+
+    def cancel_held(self, error: EngineError, queued_only: bool) -> None:
+        """Fail pending requests (lock held): those with texts still queued, or all of them."""
+        for request in list(self._pending_requests):
+            if not queued_only or any(entry.in_queue for entry in request.entries):
+                self.settle_held(request, error)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def next_batch(self, done: Callable[[], bool]) -> list[tuple[Entry, int]]:
+        """The next batch for a worker, waiting for one; ``[]`` once ``done()`` (checked under the lock)."""
+        with self.cond:
+            while True:
+                if done():
+                    return []
+                rows = self.queue.take_batch()
+                if rows:
+                    self.cond.notify_all()  # the queue has room again
+                    return rows
+                self.cond.wait()
+
+    def complete(self, rows: list[tuple[Entry, int]], per_row: Outputs, error: EngineError | None,
+                 elapsed: float) -> list[tuple[Any, Outputs]]:
+        """Hand a batch back: its rows' outputs, or the error that fails every request in it.
+
+        Returns:
+            ``(cache key, outputs)`` of the texts it completed that have a key, for the caller to cache
+            outside the lock (late results too: they are still right).
+        """
+        entries = list(dict.fromkeys(entry for entry, _ in rows))
+        to_cache: list[tuple[Any, Outputs]] = []
+        with self.cond:
+            for entry in entries:
+                entry.elapsed_s += elapsed
+            if error is not None:
+                self.stats.record_batch(elapsed, 0)
+                failed = [entry for entry in entries if not entry.settled]
+                self.stats.record_error(len(failed))
+                for request in dict.fromkeys(entry.request for entry in failed):
+                    if request.state == "pending":
+                        self.settle_held(request, error)
+                self.cond.notify_all()
+                return to_cache
+            for (entry, row), outputs in zip(rows, per_row, strict=True):
+                entry.row_outputs[row] = outputs
+                entry.rows_done += 1
+            completed = [entry for entry in entries if entry.rows_done == entry.n_rows]
+            self.stats.record_batch(elapsed, len(completed))
+            for entry in completed:
+                outputs = list(entry.row_outputs)
+                if entry.key is not None:
+                    to_cache.append((entry.key, outputs))
+                if entry.settled:
+                    continue  # its request timed out or was cancelled: the late result is dropped
+                entry.settled = True
+                self.pending_texts -= 1
+                request = entry.request
+                request.outputs[entry.index] = outputs
+                self.stats.record_inference(entry.elapsed_s * 1000, cache_hit=False)
+                request.remaining -= 1
+                if request.remaining == 0:
+                    self.settle_held(request, None)
+            self.cond.notify_all()
+        return to_cache
