@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ExportError, InvalidInput, MalformedBody, NotDeployed, QueueFull, ResourceNotFound
+from engine.errors import (
+    ExportError,
+    InvalidInput,
+    MalformedBody,
+    ModelError,
+    NotDeployed,
+    QueueFull,
+    ResourceNotFound,
+)
 from engine.metrics import ServerMetrics
 from engine.server.app import api_key_matches, dialect_for, error_body
 from engine.server.cli import add_serve_parser, build_config
@@ -257,6 +265,16 @@ def test_model_sources_name_their_task_after_the_last_colon() -> None:
     assert split_task("/models/minilm") == ("/models/minilm", None)
     assert split_task("/odd:dir/minilm") == ("/odd:dir/minilm", None)
     assert split_task("c:/pkg:text_embedding") == ("c:/pkg", "text_embedding")
+
+
+def test_boot_without_models_and_without_the_default_wheel_serves_nothing(caplog) -> None:
+    def resolve(source: str, task: str | None) -> Path:
+        raise ModelError("the default text_embedding model is all-MiniLM-L6-v2 from the PyPI package ...")
+
+    state = ServerState(ServerConfig())
+    state.boot(lambda model_id, settings: parse_start_params(model_id, settings), resolve)
+    assert state.deployments() == [] and state.find_models(None) == []
+    assert "no --model given and no default model to serve" in caplog.text
 
 
 def test_boot_without_models_serves_the_bundled_default(minilm_package) -> None:
