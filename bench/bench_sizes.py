@@ -87,7 +87,10 @@ def build_model(case: Case, out: Path) -> Path:
     model = model_class(config_class(**extra)).eval()
     source = minilm_dir() if case.tokenizer == "minilm" else mpnet_dir()
     model.save_pretrained(out, safe_serialization=True)
-    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    if case.architecture.startswith("DistilBert"):  # the pipeline must not feed it BERT's segment ids
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    tokenizer.save_pretrained(out)
     if case.task == "text_embedding":  # a sentence-transformers layout: mean pooling, normalised
         (out / "modules.json").write_text(json.dumps([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
