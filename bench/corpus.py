@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -88,14 +89,20 @@ _PROSE_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,.;:!?]?$")
 
 def _docstrings() -> Iterator[str]:
     for name in DOCSTRING_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # tkinter and turtle are optional in some Python builds
-            continue
-        yield inspect.getdoc(module) or ""
-        for _, member in sorted(vars(module).items()):
-            if (inspect.isclass(member) or inspect.isfunction(member)) and getattr(member, "__module__", "") == name:
-                yield inspect.getdoc(member) or ""
+        # Only docstrings are read, but touching a deprecated stdlib member (typing.io) still warns.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # tkinter and turtle are optional in some Python builds
+                continue
+            docs = [inspect.getdoc(module) or ""]
+            for _, member in sorted(vars(module).items()):
+                if (inspect.isclass(member) or inspect.isfunction(member)) and getattr(
+                    member, "__module__", ""
+                ) == name:
+                    docs.append(inspect.getdoc(member) or "")
+        yield from docs
 
 
 def _prose_sentences() -> list[str]:
