@@ -19,7 +19,9 @@ per-allocation memory             ``ray_actor_options.memory`` = 240 MB + 2 × t
 ``adaptive_allocations``          ``autoscaling_config``: ``min_replicas`` (0 allowed: scale to zero;
                                   the first request then waits for a cold start), ``max_replicas``,
                                   ``target_ongoing_requests`` 0.9 (Elasticsearch scales up past 0.9 busy
-                                  allocations each), ``look_back_period_s`` = the evaluation interval,
+                                  allocations each), ``look_back_period_s`` = the evaluation interval
+                                  (over 10 s, Serve's floor; how often replicas report their load is Ray's
+                                  ``RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S``, default 10 s),
                                   ``upscale_delay_s`` / ``downscale_delay_s`` (and the delay to zero) =
                                   the scale-up / scale-down cooldowns
 ``queue_capacity``                ``max_queued_requests`` (requests waiting for a replica; beyond it
@@ -48,6 +50,10 @@ from ..errors import InvalidInput
 
 # Elasticsearch's estimate of a model's native memory: 240 MB + twice the model (ELASTIC_REFERENCE.md §6.2).
 BASE_REPLICA_MEMORY_BYTES = 240 * 1024 * 1024
+
+# Serve's AutoscalingConfig.metrics_interval_s default; the field is deprecated (the push intervals are now
+# RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S), but the look-back must still exceed it.
+SERVE_METRICS_INTERVAL_S = 10.0
 
 # The engine settings a replica's own deployment takes from the caller; the rest are fixed by the mapping.
 _REPLICA_KEYS = ("queue_capacity", "cache_size", "max_batch_tokens", "max_batch_rows", "grouping_window",
@@ -95,8 +101,8 @@ def autoscaling_config(adaptive: AdaptiveAllocations, min_replicas: int) -> dict
         "initial_replicas": max(min_replicas, 1),
         "max_replicas": adaptive.maximum,
         "target_ongoing_requests": SCALE_UP_THRESHOLD,
-        "metrics_interval_s": interval / 2,
-        "look_back_period_s": interval,
+        # Serve refuses (soon) a look-back not longer than its 10 s metrics interval field
+        "look_back_period_s": max(interval, SERVE_METRICS_INTERVAL_S + 1.0),
         "upscale_delay_s": adaptive.scale_up_cooldown_s,
         "downscale_delay_s": adaptive.scale_down_cooldown_s,
     }

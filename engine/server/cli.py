@@ -50,6 +50,8 @@ ENVIRONMENT: dict[str, str] = {
     "model_roots": "ENGINE_MODEL_ROOTS",
     "no_access_log": "ENGINE_NO_ACCESS_LOG",
     "log_level": "ENGINE_LOG_LEVEL",
+    "ray": "ENGINE_RAY",
+    "ray_address": "ENGINE_RAY_ADDRESS",
 }
 
 
@@ -122,6 +124,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "Env: ENGINE_MODEL_ROOTS (os.pathsep-separated)")
     parser.add_argument("--no-access-log", action="store_true", default=None,
                         help="do not write one JSON line per request on stderr. Env: ENGINE_NO_ACCESS_LOG=1")
+    parser.add_argument("--ray", action="store_true", default=_flag(_env("ray")) or False,
+                        help="run every deployment on a Ray cluster as a Ray Serve application (one replica "
+                        "per allocation; needs engine[ray]); this process stays the HTTP front end. "
+                        "Env: ENGINE_RAY=1")
+    parser.add_argument("--ray-address", default=_env("ray_address"),
+                        help="the Ray cluster for --ray (HOST:PORT of the head, or auto); default: RAY_ADDRESS, "
+                        "a local `ray start` cluster, or a new local one. Env: ENGINE_RAY_ADDRESS")
     parser.add_argument("--log-level", default=_env("log_level") or "info",
                         choices=("debug", "info", "warning", "error"),
                         help="server log level (default info). Env: ENGINE_LOG_LEVEL")
@@ -194,7 +203,14 @@ def build_state(config: ServerConfig, args: argparse.Namespace) -> ServerState:
     own ``deploy`` function returning a :class:`engine.protocol.DeploymentLike`."""
     from .state import ServerState
 
-    return ServerState(config)
+    if not getattr(args, "ray", False):
+        return ServerState(config)
+    from ..ray import connect, deploy
+
+    address = args.ray_address or None
+    connect(address)
+    return ServerState(config, deploy=lambda path, task, **settings: deploy(path, task=task, address=address,
+                                                                            **settings))
 
 
 def serve(args: argparse.Namespace) -> int:

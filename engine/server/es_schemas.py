@@ -264,17 +264,14 @@ def _time_string(epoch_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def es_deployment_stats(item: DeploymentEntry, stats: Mapping[str, Any]) -> dict[str, Any]:
-    """A deployment's flat engine stats in Elasticsearch's layout (ELASTIC_REFERENCE.md §6.5):
-    deployment-level settings and sums, and one ``nodes`` entry for this process. Counts that are
-    zero are left out, as Elasticsearch leaves them out."""
-    start_time = int(stats.get("start_time", item.start_time_ms))
+def _node_entry(stats: Mapping[str, Any], node_id: str, name: str, start_time: int) -> dict[str, Any]:
+    """One ``nodes[]`` entry: where an allocation runs and its counts (zero counts left out)."""
     node: dict[str, Any] = {
-        "node": {NODE_ID: {"name": NODE_ID, "ephemeral_id": NODE_ID, "transport_address": "127.0.0.1:9300",
+        "node": {node_id: {"name": name, "ephemeral_id": node_id, "transport_address": "127.0.0.1:9300",
                            "attributes": {}, "roles": ["ml"]}},
         "routing_state": {"routing_state": "started" if stats.get("state") == "started" else "stopping"},
-        "inference_count": int(stats.get("inference_count", 0)),
-        "start_time": start_time,
+        "inference_count": int(stats.get("inference_count") or 0),
+        "start_time": int(stats.get("start_time") or start_time),
     }
     for key in _NODE_KEYS:
         if stats.get(key) is not None:
@@ -282,6 +279,24 @@ def es_deployment_stats(item: DeploymentEntry, stats: Mapping[str, Any]) -> dict
     if stats.get("last_access") is not None:
         node["last_access"] = stats["last_access"]
         node["last_access_string"] = _time_string(int(stats["last_access"]))
+    for key in _COUNTS:
+        if stats.get(key):
+            node[key] = stats[key]
+    return node
+
+
+def es_deployment_stats(item: DeploymentEntry, stats: Mapping[str, Any]) -> dict[str, Any]:
+    """A deployment's flat engine stats in Elasticsearch's layout (ELASTIC_REFERENCE.md §6.5):
+    deployment-level settings and sums, and one ``nodes`` entry for this process, or, when the backend
+    reports ``nodes`` (a Ray deployment: one per replica, keyed by the Ray node id and named by the
+    replica), one entry for each. Counts that are zero are left out, as Elasticsearch leaves them out."""
+    start_time = int(stats.get("start_time", item.start_time_ms))
+    replicas = stats.get("nodes")
+    if replicas is None:
+        nodes = [_node_entry(stats, NODE_ID, NODE_ID, start_time)]
+    else:
+        nodes = [_node_entry(replica, str(replica.get("node_id")), str(replica.get("replica_id")), start_time)
+                 for replica in replicas]
     deployment: dict[str, Any] = {
         "deployment_id": item.deployment_id,
         "model_id": item.model_id,
@@ -295,13 +310,13 @@ def es_deployment_stats(item: DeploymentEntry, stats: Mapping[str, Any]) -> dict
         "start_time": start_time,
         "start_time_string": _time_string(start_time),
         "peak_throughput_per_minute": stats.get("peak_throughput_per_minute", 0),
-        "nodes": [node],
+        "nodes": nodes,
     }
     if stats.get("adaptive_allocations") is not None:
         deployment["adaptive_allocations"] = stats["adaptive_allocations"]
     for key in _COUNTS:
         if stats.get(key):
-            deployment[key] = node[key] = stats[key]
+            deployment[key] = stats[key]
     if stats.get("inference_count"):
         deployment["inference_count"] = stats["inference_count"]
     return deployment

@@ -19,6 +19,9 @@ from tests.tolerances import SAME_GRAPH_ABS
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# replicas and handles report their load every 0.5 s (Ray's default 10 s), so autoscaling reacts in seconds
+os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
 LOOPBACK = "127.0.0.1"
 
 

@@ -146,6 +146,58 @@ def test_update_resizes_in_place_and_stats_sum_over_replicas(embedder: engine_ra
     embedder.clear_cache()
 
 
+def test_engine_serve_on_ray_answers_like_a_local_deployment(embedder: engine_ray.RayDeployment,
+                                                            minilm_package: Path, tmp_path: Path) -> None:
+    from tests.server.conftest import API_KEY, start_server, stop_server
+
+    embedder.stop()  # the server's replicas need the CPUs
+    texts = corpus(6)
+    with engine.load(str(minilm_package), task="text_embedding", threads_per_allocation=1) as local:
+        expected = local.infer(texts)
+    vectors = [result["predicted_value"] for result in expected]
+    server = start_server(["--ray", "--ray-address", ray.get_runtime_context().gcs_address, "--model",
+                           f"minilm={minilm_package}", "--api-key", API_KEY], tmp_path / "server.log")
+    try:
+        with server.client() as client:
+            answer = client.post("/_ml/trained_models/minilm/_infer",
+                                 json={"docs": [{"text_field": text} for text in texts]})
+            assert answer.status_code == 200, answer.text
+            assert_same_results(answer.json()["inference_results"], expected)
+            tei = client.post("/embed", json={"inputs": texts, "normalize": False})
+            assert tei.status_code == 200, tei.text
+            assert_same_results(tei.json(), vectors)
+            openai = client.post("/v1/embeddings", json={"input": texts, "model": "minilm"})
+            assert openai.status_code == 200, openai.text
+            assert_same_results([item["embedding"] for item in openai.json()["data"]], vectors)
+            # errors keep their status and type across Ray and HTTP
+            missing = client.post("/_ml/trained_models/nope/_infer", json={"docs": [{"text_field": "x"}]})
+            assert missing.status_code == 404 and missing.json()["error"]["type"] == "resource_not_found_exception"
+            empty = client.post("/_ml/trained_models/minilm/_infer", json={"docs": [{"text_field": " "}]})
+            assert empty.status_code == 400 and empty.json()["error"]["type"] == "illegal_argument_exception"
+            late = client.post("/_ml/trained_models/minilm/_infer?timeout=1ms",
+                               json={"docs": [{"text_field": text} for text in corpus(300)]})
+            assert late.status_code == 408, late.text
+            # _update 1 -> 2 -> 1 resizes the Serve application; _stats has one nodes[] entry per replica
+            for count in (2, 1):
+                update = client.post("/_ml/trained_models/minilm/deployment/_update",
+                                     json={"number_of_allocations": count})
+                assert update.status_code == 200, update.text
+
+                def stats(count: int = count) -> dict | None:
+                    found = client.get("/_ml/trained_models/minilm/_stats").json()["trained_model_stats"][0]
+                    deployment = found["deployment_stats"]
+                    return deployment if len(deployment["nodes"]) == count else None
+
+                deployment = wait_for(stats, f"{count} replicas in _stats")
+                assert deployment["number_of_allocations"] == count
+                assert deployment.get("inference_count", 0) == sum(node["inference_count"]
+                                                                   for node in deployment["nodes"])
+    finally:
+        stop_server(server)  # SIGTERM: uvicorn drains, then re-raises it to Ray's handler (exit 15)
+    assert "Deleting app ['minilm']" in server.log()  # the graceful shutdown deleted its application
+    assert "minilm" not in serve.status().applications
+
+
 def test_a_1000_row_batch_job_gives_every_row_once_in_order(embedder: engine_ray.RayDeployment,
                                                             minilm_package: Path) -> None:
     embedder.stop()  # its CPU goes to the batch actors

@@ -31,7 +31,7 @@ def test_adaptive_allocations_become_serve_autoscaling_and_may_reach_zero() -> N
     autoscaling = mapped.serve_options["autoscaling_config"]
     assert autoscaling["min_replicas"] == 0 and autoscaling["max_replicas"] == 4
     assert autoscaling["initial_replicas"] == 1  # usable at once; scales to zero when idle
-    assert autoscaling["look_back_period_s"] == 2.0 and autoscaling["metrics_interval_s"] == 1.0
+    assert autoscaling["look_back_period_s"] == 11.0 and "metrics_interval_s" not in autoscaling  # Serve's floor
     assert autoscaling["upscale_delay_s"] == 1.0 and autoscaling["downscale_delay_s"] == 30.0
     assert autoscaling["downscale_to_zero_delay_s"] == 30.0
     assert autoscaling["target_ongoing_requests"] == pytest.approx(0.9)
