@@ -73,7 +73,7 @@ class ExportOptions:
         revision: hub revision (branch, tag or commit) for hub ids.
         accuracy_threshold: the mean int8 agreement every length bucket must reach, in [0, 1]
             (None: 0.99, text_classification 0.995). An explicit value is used as given: 0 accepts
-            any int8 graph that also meets the tail (the worst sample per bucket; see
+            any int8 graph that also meets the tail (the 1st percentile per bucket; see
             ``exporters.quantize.DEFAULT_TAIL_THRESHOLDS``).
         progress: print stage lines on stderr.
     """

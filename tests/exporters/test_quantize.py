@@ -69,7 +69,7 @@ def test_minilm_block_fields(minilm_int8: tuple[Path, dict], minilm_fp32: Path) 
     assert agreement["n_samples"] == CALIBRATION and agreement["held_out"] is False
     assert sum(bucket["n"] for bucket in agreement["buckets"].values()) == CALIBRATION
     for bucket in agreement["buckets"].values():
-        assert bucket["mean"] >= 0.99 and bucket["min"] >= agreement["tail_threshold"]
+        assert bucket["mean"] >= 0.99 and bucket["p1"] >= agreement["tail_threshold"]
     assert block["activations"] == "static" and 0.0 <= block["fp32_weight_share"] < 1.0
     assert block["reached_threshold"] is True and block["agreement"]["value"] >= 0.99
     assert block["candidates"] == 24  # 6 fused Attention + 18 MatMul
