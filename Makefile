@@ -4,7 +4,7 @@ PIP = $(PY) -m pip
 CMAKE ?= cmake
 ASAN_RUNTIME = $(shell $${CC:-cc} -print-file-name=libasan.so)
 
-.PHONY: build build-debug test test-kernels test-ctest test-san test-tsan bench lint fmt
+.PHONY: build build-debug test test-kernels test-ctest test-san test-tsan fuzz bench lint fmt
 
 ## build: editable install; rebuilds engine._kernels from kernels/ (re-run after C changes)
 build:
@@ -44,6 +44,12 @@ test-tsan:
 	  -DENGINE_SANITIZE_THREAD=ON
 	$(CMAKE) --build build/tsan
 	cd build/tsan && ctest --output-on-failure
+
+## fuzz: every fuzz harness for FUZZ_SECONDS each, the kernels against the ASan+UBSan build in build/san
+## (make test-san builds it); the long run and what each harness checks: fuzz/README.md
+FUZZ_SECONDS ?= 5
+fuzz:
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 ## bench: kernel micro-benchmarks against their NumPy equivalents
 bench:

@@ -216,6 +216,12 @@ async def not_found(request: Request, exc: Exception) -> Response:
         f"no handler found for uri [{request.url.path}] and method [{request.method}]"))
 
 
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A method no route lists at all (PATCH, OPTIONS, ...): Starlette's 405, in the route's dialect."""
+    return error_response(request.url.path, MethodNotAllowed(
+        f"Incorrect HTTP method for uri [{request.url.path}] and method [{request.method}]"))
+
+
 def create_app(state: ServerState) -> Starlette:
     """The ASGI application serving ``state``'s deployments. Stopping the app (uvicorn's graceful
     shutdown, after it stopped accepting and finished open requests) drains and stops them."""
@@ -225,7 +231,7 @@ def create_app(state: ServerState) -> Starlette:
         yield
         await run_in_threadpool(_shutdown, state)
 
-    app = Starlette(routes=_group_routes(), lifespan=lifespan, exception_handlers={404: not_found})
+    app = Starlette(routes=_group_routes(), lifespan=lifespan, exception_handlers={404: not_found, 405: method_not_allowed})
     metrics = ServerMetrics(lambda: [(entry.deployment_id, entry.deployment) for entry in state.deployments()])
     app.state.engine = state
     app.state.metrics = metrics

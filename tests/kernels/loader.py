@@ -1,27 +1,11 @@
-"""Finds the extension under test: the installed ``engine._kernels``, or the build directory named by
-``ENGINE_KERNELS_PATH`` (``make test-san`` points it at an ASan/UBSan build without reinstalling)."""
+"""The extension under test: the installed ``engine._kernels``, or the build named by ``ENGINE_KERNELS_PATH``
+(``make test-san`` points it at an ASan/UBSan build without reinstalling). One loader for the tests
+and the fuzz harnesses: fuzz/loader.py."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-from pathlib import Path
-from types import ModuleType
+from fuzz.loader import load_kernels
 
-
-def load_kernels() -> ModuleType:
-    directory = os.environ.get("ENGINE_KERNELS_PATH")
-    if not directory:
-        return importlib.import_module("engine._kernels")
-    builds = sorted(Path(directory).glob("_kernels.*.so")) + sorted(Path(directory).glob("_kernels.*.pyd"))
-    if not builds:
-        raise FileNotFoundError(f"ENGINE_KERNELS_PATH={directory} holds no _kernels extension")
-    spec = importlib.util.spec_from_file_location("engine._kernels", builds[0])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+__all__ = ["kernels", "load_kernels"]
 
 kernels = load_kernels()
