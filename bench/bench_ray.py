@@ -2,7 +2,8 @@
 
 1. One node: Ray Serve 2 replicas × 1 thread against ``engine.load`` 2 allocations × 1 thread, the same
    corpus and the same client (threads calling ``infer``, ``--per-request`` texts each), rounds
-   alternating: throughput ratio and per-request p50/p99 latency.
+   alternating, inference caches off (the corpus is sent more than once): throughput ratio and
+   per-request p50/p99 latency.
 2. A simulated 2-node cluster (``ray.cluster_utils.Cluster``, 1 CPU per node, both on this machine): 1
    against 2 replicas (scaling), then a node lost under load: time until the deployment is back to 2
    replicas (a new node joins at once), requests failed against requests in flight at the loss.
@@ -66,11 +67,11 @@ def one_node(package: str, texts: list[str], rounds: int, clients: int, per_requ
     try:
         runs: dict[str, list[dict[str, float]]] = {"ray": [], "local": []}
         for _ in range(rounds):
-            with engine_ray.deploy(package, name="bench", number_of_allocations=2) as on_ray:
+            with engine_ray.deploy(package, name="bench", number_of_allocations=2, cache_size=0) as on_ray:
                 drive(on_ray.infer, texts[:64], clients, per_request)  # warm-up
                 runs["ray"].append(drive(on_ray.infer, texts, clients, per_request))
             with engine.load(package, task="text_embedding", number_of_allocations=2,
-                             threads_per_allocation=1) as local:
+                             threads_per_allocation=1, cache_size=0) as local:
                 drive(local.infer, texts[:64], clients, per_request)
                 runs["local"].append(drive(local.infer, texts, clients, per_request))
         result = {name: median_of(items) for name, items in runs.items()}
@@ -96,7 +97,7 @@ def cluster(package: str, texts: list[str], clients: int, per_request: int, batc
     ray.init(address=simulated.address, _node_ip_address=LOOPBACK, log_to_driver=False)
     result: dict[str, Any] = {}
     try:
-        with engine_ray.deploy(package, name="scaling", number_of_allocations=1) as deployment:
+        with engine_ray.deploy(package, name="scaling", number_of_allocations=1, cache_size=0) as deployment:
             drive(deployment.infer, texts[:64], clients, per_request)
             result["replicas_1"] = drive(deployment.infer, texts, clients, per_request)
             deployment.update(number_of_allocations=2)
