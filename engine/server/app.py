@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import EngineError, InferenceFailed, MethodNotAllowed, NoHandler, PayloadTooLarge, Unauthorized
 from ..metrics import ServerMetrics
 from . import elasticsearch, openai, tei
+from .openapi import build_openapi
 from .state import ServerState
 from .wire import Handler
 
@@ -178,11 +179,16 @@ async def metrics_route(request: Request) -> Any:
     return Response(body, headers={"content-type": content_type})
 
 
+async def openapi_route(request: Request) -> Any:
+    return build_openapi(ROUTES)
+
+
 ROUTES: tuple[tuple[str, list[str], Handler], ...] = (
     *elasticsearch.ROUTES,
     *tei.ROUTES,
     *openai.ROUTES,
     ("/metrics", ["GET"], metrics_route),
+    ("/openapi.json", ["GET"], openapi_route),
 )
 
 
