@@ -140,6 +140,7 @@ class Deployment:
         self._scale_lock = threading.Lock()
         self._allocations: list[_Allocation] = []
         self._allocation_numbers = itertools.count()
+        self._restarts = 0  # allocations replaced after their worker died (stats "allocation_restarts")
         self._target_allocations = 0
         self._state = "starting"
         self._drain = True
@@ -312,17 +313,26 @@ class Deployment:
             return allocation.retiring or (
                 self._state == "stopping" and (not self._drain or self._scheduler.queue.live == 0))
 
+        died = False
         try:
             while True:
                 rows = self._scheduler.next_batch(done)
                 if not rows:
                     return
                 self._run_batch(session, rows)
+        except BaseException:  # the worker died (its batch was answered in _run_batch): replace it below
+            died = True
+            log.exception("deployment [%s]: allocation %d died", self.deployment_id, allocation.number)
         finally:
             with self._cond:
                 self._allocations.remove(allocation)
+                restart = died and not allocation.retiring and self._state == "started"
+                if restart:
+                    self._restarts += 1
                 self._cond.notify_all()
             self._cores.release(allocation.cores)
+            if restart:
+                self._launch()
 
     def _run_batch(self, session: Any, rows: list[tuple[Entry, int]]) -> None:
         started = time.perf_counter()
@@ -336,6 +346,10 @@ class Deployment:
             error = engine_error
         except Exception as exc:
             error = InferenceFailed(f"Error in inference process: [{exc}]")
+        except BaseException as exc:  # the worker thread is being killed: its batch still gets an answer
+            self._scheduler.complete(rows, [], InferenceFailed(f"Error in inference process: allocation died [{exc!r}]"),
+                                     time.perf_counter() - started)
+            raise
         to_cache = self._scheduler.complete(rows, per_row, error, time.perf_counter() - started)
         if self._cache is not None:
             for key, outputs in to_cache:
@@ -345,6 +359,18 @@ class Deployment:
 
     def _hardware_threads(self) -> int:
         return len(self._cores.cpus)
+
+    def _launch(self) -> _Allocation:
+        """Start one allocation's worker thread (it opens its session; ``ready`` tells when it did).
+        Also how a dead allocation is replaced, from its own thread's exit (counted in ``restarts``)."""
+        allocation = _Allocation(next(self._allocation_numbers), self._cores.acquire(self.threads_per_allocation))
+        thread = threading.Thread(target=self._serve, args=(allocation,), daemon=True,
+                                  name=f"engine-{self.deployment_id}-allocation-{allocation.number}")
+        allocation.thread = thread
+        with self._cond:
+            self._allocations.append(allocation)
+        thread.start()
+        return allocation
 
     def _scale_to(self, wanted: int) -> None:
         """Start or retire allocations until ``wanted`` (already clamped) are serving."""
@@ -359,17 +385,7 @@ class Deployment:
             for allocation in retiring:
                 if allocation.thread is not None:
                     allocation.thread.join()
-            started = []
-            for _ in range(max(0, wanted - len(serving))):
-                allocation = _Allocation(next(self._allocation_numbers),
-                                         self._cores.acquire(self.threads_per_allocation))
-                thread = threading.Thread(target=self._serve, args=(allocation,), daemon=True,
-                                          name=f"engine-{self.deployment_id}-allocation-{allocation.number}")
-                allocation.thread = thread
-                with self._cond:
-                    self._allocations.append(allocation)
-                thread.start()
-                started.append(allocation)
+            started = [self._launch() for _ in range(max(0, wanted - len(serving)))]
             failures = []
             for allocation in started:
                 allocation.ready.wait()
@@ -532,6 +548,7 @@ class Deployment:
             cores = [list(allocation.cores) if allocation.cores is not None and self.config.pin_threads else None
                      for allocation in self._allocations if not allocation.retiring]
             state = self._state
+            restarts = self._restarts
         result: dict[str, Any] = {
             "deployment_id": self.deployment_id,
             "model_id": self.model_id,
@@ -548,6 +565,7 @@ class Deployment:
                 "state": allocation_state(target, serving),
             },
             "number_of_pending_requests": pending,
+            "allocation_restarts": restarts,
             "thread_settings": {
                 "num_threads_per_allocation": self.threads_per_allocation,
                 "num_allocations": serving,
