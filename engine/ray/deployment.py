@@ -219,6 +219,22 @@ class RayDeployment:
             self._count("rejected_execution_count")
         return translate(error)
 
+    def _remaining(self, deadline: float | None, timeout: float | None) -> float | None:
+        """Seconds left of the caller's timeout (None: no timeout); InferenceTimeout when none are."""
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise self._timed_out(timeout or 0.0)
+        return remaining
+
+    def _retry_or_raise(self, error: BaseException, attempt: int) -> None:
+        """Return to send again (a lost replica, attempts left), else raise the engine error."""
+        engine_error, retry = self._failed(error)
+        if not retry or attempt == REPLICA_LOSS_RETRIES:
+            if retry:
+                self._count("error_count")
+            raise engine_error from None
+        log.warning("deployment [%s]: %s; sending the request again", self.deployment_id, engine_error)
+
     def _send(self, texts: list[str], remaining: float | None, priority: str, config: Mapping[str, Any]) -> Any:
         response = self._handle.infer.remote(texts, remaining, priority, dict(config))
         with self._lock:
@@ -238,9 +254,7 @@ class RayDeployment:
             return []
         deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(REPLICA_LOSS_RETRIES + 1):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise self._timed_out(timeout or 0.0)
+            remaining = self._remaining(deadline, timeout)
             response = self._send(texts, remaining, priority, config)
             try:
                 return response.result(timeout_s=remaining)
@@ -248,12 +262,7 @@ class RayDeployment:
                 response.cancel()
                 raise self._timed_out(timeout or 0.0) from None
             except Exception as error:
-                engine_error, retry = self._failed(error)
-                if not retry or attempt == REPLICA_LOSS_RETRIES:
-                    if retry:
-                        self._count("error_count")
-                    raise engine_error from None
-                log.warning("deployment [%s]: %s; sending the request again", self.deployment_id, engine_error)
+                self._retry_or_raise(error, attempt)
             finally:
                 self._done(response)
         raise AssertionError("unreachable")
@@ -267,9 +276,7 @@ class RayDeployment:
             return []
         deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(REPLICA_LOSS_RETRIES + 1):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise self._timed_out(timeout or 0.0)
+            remaining = self._remaining(deadline, timeout)
             response = self._send(texts, remaining, priority, config)
             try:
                 return await asyncio.wait_for(_awaited(response), remaining)
@@ -280,12 +287,7 @@ class RayDeployment:
                 response.cancel()
                 raise
             except Exception as error:
-                engine_error, retry = self._failed(error)
-                if not retry or attempt == REPLICA_LOSS_RETRIES:
-                    if retry:
-                        self._count("error_count")
-                    raise engine_error from None
-                log.warning("deployment [%s]: %s; sending the request again", self.deployment_id, engine_error)
+                self._retry_or_raise(error, attempt)
             finally:
                 self._done(response)
         raise AssertionError("unreachable")
