@@ -9,6 +9,7 @@ a fused graph, falls back to the unfused one, recorded in ``optimization``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import sys
@@ -134,6 +135,11 @@ def _check_out(out: Path, force: bool) -> None:
         raise ExportError(f"output [{out}] exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"output directory [{out}] is not empty; pass --force to replace it")
+
+
+# Write failures that are the output location's doing (full, over quota, too large, read-only, not ours):
+# an ExportError saying so, instead of a traceback.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -494,8 +500,11 @@ def export(source: str | Path, out: str | Path, task: str | None = None, **optio
     for notice in loaded.notices:
         progress.note(notice)
     labels = registry.labels_for_task(chosen, loaded.id2label, model_source.id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    except OSError as error:
+        raise ExportError(f"cannot write a package into [{out.parent}]: {error.strerror or error}") from error
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work:
             expected, optimization, quantization = _write_graph(
@@ -525,6 +534,11 @@ def export(source: str | Path, out: str | Path, task: str | None = None, **optio
             )
             write_manifest(staging, manifest)
             _publish(staging, out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if error.errno not in _NO_ROOM:
+            raise
+        raise ExportError(f"could not write the package [{out}] (nothing was left behind): {error.strerror}") from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
