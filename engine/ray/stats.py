@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.stats import allocation_state
+
 SUMMED = ("inference_count", "inference_cache_hit_count", "throughput_last_minute",
           "inference_cache_hit_count_last_minute", "peak_throughput_per_minute", "rejected_execution_count",
           "timeout_count", "error_count", "number_of_pending_requests")
@@ -56,17 +58,11 @@ def combine(replicas: Sequence[Mapping[str, Any]], *, front: Mapping[str, int],
     accesses = [int(stats["last_access"]) for stats in replicas if stats.get("last_access") is not None]
     totals["last_access"] = max(accesses) if accesses else None
     running = len(replicas)
-    if target_replicas > 0 and running == 0:
-        allocation_state = "starting"
-    elif running < target_replicas:
-        allocation_state = "started"
-    else:
-        allocation_state = "fully_allocated"
     result: dict[str, Any] = dict(settings)
     result.update(totals)
     result["number_of_allocations"] = running
     result["allocation_status"] = {"allocation_count": running, "target_allocation_count": target_replicas,
-                                   "state": allocation_state}
+                                   "state": allocation_state(target_replicas, running)}
     result["nodes"] = [{key: stats.get(key) for key in NODE_KEYS}
                        for stats in sorted(replicas, key=lambda item: str(item.get("replica_id")))]
     return result
