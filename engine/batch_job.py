@@ -7,8 +7,9 @@ the input record plus ``<output_column>`` (the result, as ``engine.run`` returns
 a bad row becomes an error record, never a lost row or a dead job. The output is written to
 ``<output>.partial`` and renamed when the job is complete, so a file at ``--output`` is always whole.
 
-Locally the rows run on the engine's own deployment (``engine.load``) in chunks below its queue
-capacity, a few chunks in flight so every allocation stays busy; ``--ray`` runs them on Ray Data
+Locally the rows run on the engine's own deployment (``engine.load``) in chunks through
+:func:`engine.rows.run_rows` (the per-row error mechanism of ``engine run``, with errors that are not
+about one row recorded too), a few chunks in flight so every allocation stays busy; ``--ray`` runs them on Ray Data
 (:func:`engine.ray.infer_dataset`), actors of ``threads_per_allocation`` CPUs with one session each.
 """
 
@@ -17,15 +18,17 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import functools
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import EngineError, InvalidInput
+from .errors import InvalidInput
+from .rows import DEFAULT_BATCH_SIZE, ERROR_COLUMN, Result, run_rows
 
 # Fail at import without the batch extra, so `engine` lists `batch` as "install engine[batch]" (engine/cli.py).
 if importlib.util.find_spec("tqdm") is None:
@@ -33,49 +36,6 @@ if importlib.util.find_spec("tqdm") is None:
 
 INPUT_SUFFIXES = (".jsonl", ".parquet", ".txt")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
-DEFAULT_BATCH_SIZE = 64
-ERROR_COLUMN = "error"
-
-Result = tuple[dict[str, Any] | None, dict[str, Any] | None]  # (result, error): exactly one is set
-
-
-def error_record(error: EngineError) -> dict[str, Any]:
-    """A refused row's error, with the fields of an Elasticsearch error body."""
-    return {"type": error.error_type, "reason": error.message, "status": error.status}
-
-
-def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
-             config: Mapping[str, Any]) -> list[Result]:
-    """Every value's ``(result, error)``. The chunk runs as one call; only when that fails are its rows
-    tried one by one to find the bad ones, and then the good rows run together again: a text's numbers
-    can differ in the last bits between running alone and in a padded batch, and a job's results must
-    not depend on whether a bad row shared their chunk."""
-    texts = [value for value in values if isinstance(value, str)]
-    if len(texts) == len(values):
-        try:
-            return [(result, None) for result in infer(list(texts), **config)]
-        except EngineError:
-            pass  # some row is bad: find it below
-    results: list[Result] = []
-    for value in values:
-        if not isinstance(value, str):
-            refused = InvalidInput(f"Input value [{value!r}] for field [text_field] must be a string")
-            results.append((None, error_record(refused)))
-            continue
-        try:
-            results.append((infer([value], **config)[0], None))
-        except EngineError as error:
-            results.append((None, error_record(error)))
-    good = [index for index, (result, _) in enumerate(results) if result is not None]
-    if 1 < len(good) < len(values):
-        try:
-            together = infer([values[index] for index in good], **config)
-        except EngineError:
-            return results  # a row that failed only in company: keep the rows' own results
-        for index, result in zip(good, together, strict=True):
-            results[index] = (result, None)
-    return results
-
 
 # -- files ---------------------------------------------------------------------------------------
 
@@ -89,6 +49,9 @@ def _suffix(path: str | os.PathLike[str], allowed: tuple[str, ...], what: str) -
 
 def read_records(path: str | os.PathLike[str], column: str) -> Iterator[dict[str, Any]]:
     """The input rows as records (a ``.txt`` line becomes ``{column: line}``), in file order.
+
+    A blank ``.jsonl`` line is read as ``{column: ""}``, as a blank ``.txt`` line is: it gets an error
+    record in the output (an empty text is refused), so output rows stay aligned with input lines.
 
     Raises:
         InvalidInput: unreadable file, a line that is not a JSON object, a missing column.
@@ -110,6 +73,7 @@ def read_records(path: str | os.PathLike[str], column: str) -> Iterator[dict[str
                     yield {column: line}
                     continue
                 if not line.strip():
+                    yield {column: ""}  # a row too: the task refuses the empty text, its record says so
                     continue
                 try:
                     record = json.loads(line)
@@ -166,10 +130,15 @@ def _cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
-def _progress(total: int | None, enabled: bool) -> Any:
+def _progress(total: int | None, enabled: bool, where: str) -> Any:
+    """A bar over the rows when progress is on and stderr is a terminal; elsewhere (a log, CI) a plain
+    stage line now and the summary line at the end are the progress, as in bench and the exporter."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="row", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    on_terminal = enabled and sys.stderr.isatty()
+    if enabled and not on_terminal:
+        print(f"engine batch: {total} rows, {where}", file=sys.stderr, flush=True)
+    return tqdm(total=total, unit="row", disable=not on_terminal, file=sys.stderr, dynamic_ncols=True)
 
 
 def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -187,7 +156,9 @@ def run_local(task: str, model: str | None, input_path: str, output_path: str, *
               output_column: str = "result", batch_size: int = DEFAULT_BATCH_SIZE, number_of_allocations: int = 1,
               threads_per_allocation: int = 1, config: Mapping[str, Any] | None = None,
               progress: bool = True) -> RecordWriter:
-    """The job on this machine: one engine deployment, ``2 × allocations`` chunks in flight.
+    """The job on this machine: one engine deployment, ``2 × allocations`` chunks in flight, each
+    chunk's rows through :func:`engine.rows.run_rows` in the deployment's blocking mode
+    (``wait_for_room``), so a chunk waits for room in the queue rather than failing with QueueFull.
 
     Returns the committed writer (``rows``, ``errors``).
     """
@@ -197,10 +168,11 @@ def run_local(task: str, model: str | None, input_path: str, output_path: str, *
     deployment = load(model, task=task, number_of_allocations=number_of_allocations,
                       threads_per_allocation=threads_per_allocation, queue_capacity=batch_size * in_flight,
                       cache_size=0)  # a corpus seldom repeats; and a cached lone run must not stand in (run_rows)
+    infer = functools.partial(deployment.infer, wait_for_room=True)
     writer = RecordWriter(output_path)
     total = sum(1 for _ in read_records(input_path, column)) if progress else None
     try:
-        with _progress(total, progress) as bar, concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+        with _progress(total, progress, "running locally") as bar, concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
             pending: collections.deque[tuple[list[dict[str, Any]], concurrent.futures.Future[list[Result]]]] = (
                 collections.deque())
 
@@ -213,7 +185,8 @@ def run_local(task: str, model: str | None, input_path: str, output_path: str, *
 
             for chunk in _chunks(read_records(input_path, column), batch_size):
                 values = [record.get(column) for record in chunk]
-                pending.append((chunk, pool.submit(run_rows, deployment.infer, values, dict(config or {}))))
+                pending.append((chunk, pool.submit(run_rows, infer, values, dict(config or {}),
+                                                   record_call_errors=True)))
                 drain(in_flight)
             drain(0)
         writer.commit()
@@ -261,7 +234,7 @@ def run_on_ray(task: str, model: str | None, input_path: str, output_path: str, 
                             concurrency=concurrency, threads_per_allocation=threads_per_allocation,
                             batch_size=batch_size, **dict(config or {}))
     try:
-        with _progress(total, progress) as bar:
+        with _progress(total, progress, "running on Ray Data") as bar:
             for batch in results.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     result, error = row.pop(output_column), row.pop(ERROR_COLUMN)

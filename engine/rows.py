@@ -6,7 +6,9 @@ the opposite: one output per input, a refused row (an empty line, a fill_mask te
 answered by an error in its place, never dropped. :func:`run_rows` gives that without running rows one
 by one: the whole batch first, and only when an *input* error refuses it, each half again, so k bad
 rows among n cost about ``2 k log2 n`` extra calls. Errors that are not about one row (a timeout, a
-stopped deployment, the wrong task for the model) still fail the whole call.
+stopped deployment, the wrong task for the model) fail the whole call, unless the caller asks for them
+as records (``record_call_errors``): a batch job's contract is that a bad row is an error record,
+never a lost row or a dead job, so it records them in every row of the failed call and goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import EngineError, InvalidInput
+
+DEFAULT_BATCH_SIZE = 64  # rows per call of a batch job (engine batch, engine.ray.infer_dataset)
+ERROR_COLUMN = "error"  # the field of a batch job's output record that holds a row's error_record
 
 Result = tuple[dict[str, Any] | None, dict[str, Any] | None]  # (result, error): exactly one is set
 
@@ -25,7 +30,7 @@ def error_record(error: EngineError) -> dict[str, Any]:
 
 
 def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
-             config: Mapping[str, Any] | None = None) -> list[Result]:
+             config: Mapping[str, Any] | None = None, *, record_call_errors: bool = False) -> list[Result]:
     """Every value's ``(result, error)``, in input order.
 
     Args:
@@ -33,9 +38,13 @@ def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
             a deployment's ``infer``); it raises :class:`InvalidInput` when a text is refused.
         values: the rows; a value that is not a string is refused without running.
         config: keyword arguments for every ``infer`` call.
+        record_call_errors: False (``engine run``): an error that is not an input error fails the
+            call. True (batch jobs): it becomes the error record of every row of the ``infer`` call
+            that raised it, and the other rows still run.
 
     Raises:
-        EngineError: an error that is not an input error (it concerns every row).
+        EngineError: an error that is not an input error (it concerns every row), unless
+            ``record_call_errors``.
     """
     config = dict(config or {})
     results: list[Result | None] = [None] * len(values)
@@ -57,6 +66,12 @@ def run_rows(infer: Callable[..., list[dict[str, Any]]], values: Sequence[Any],
             middle = len(part) // 2
             run(part[:middle])
             run(part[middle:])
+            return
+        except EngineError as error:
+            if not record_call_errors:
+                raise
+            for index, _ in part:
+                results[index] = (None, error_record(error))
             return
         for (index, _), answer in zip(part, answers, strict=True):
             results[index] = (answer, None)

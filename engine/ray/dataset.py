@@ -3,9 +3,9 @@
 Each actor is one allocation: it verifies the package and opens one ONNX Runtime session with
 ``threads_per_allocation`` intra-op threads (and reserves that many CPUs), then runs the batches Ray
 Data hands it through the engine's own scheduler, as ``engine.run`` would. A row the task refuses
-gets an error record instead of a result (``engine.batch_job.run_rows``), so one bad row never fails
-a block. Ray Data re-runs the blocks of an actor that dies (its node lost) on the others and keeps
-only one attempt's output, so every row comes out exactly once; with
+gets an error record instead of a result (``engine.rows.run_rows``, errors that are not about one row
+recorded too), so one bad row never fails a block. Ray Data re-runs the blocks of an actor that dies
+(its node lost) on the others and keeps only one attempt's output, so every row comes out exactly once; with
 ``DataContext.execution_options.preserve_order`` they come out in input order.
 
 Results are JSON text (``json.loads`` gives exactly what ``engine.run`` returns): result shapes differ
@@ -14,15 +14,16 @@ per task, and per row (truncation flags), which a columnar schema cannot hold ac
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..batch_job import DEFAULT_BATCH_SIZE, ERROR_COLUMN, run_rows
 from ..config import DeploymentConfig
 from ..deployment import Deployment
 from ..package import load_package
+from ..rows import DEFAULT_BATCH_SIZE, ERROR_COLUMN, run_rows
 
 
 class Predictor:
@@ -38,7 +39,7 @@ class Predictor:
                              f"[{package.manifest.task}], not [{task}]")
         self._deployment = Deployment(package, DeploymentConfig(
             number_of_allocations=1, threads_per_allocation=threads, pin_threads=False,
-            queue_capacity=batch_size, cache_size=0))  # no cache, as engine/batch_job.py says
+            queue_capacity=batch_size, cache_size=0))  # no cache: a corpus seldom repeats
         self._column = column
         self._output_column = output_column
         self._config = dict(config)
@@ -47,7 +48,8 @@ class Predictor:
         import numpy as np
 
         values = [value if isinstance(value, str) else None for value in batch[self._column].tolist()]
-        rows = run_rows(self._deployment.infer, values, self._config)
+        rows = run_rows(functools.partial(self._deployment.infer, wait_for_room=True), values, self._config,
+                        record_call_errors=True)
         batch[self._output_column] = np.array(
             [None if result is None else json.dumps(result) for result, _ in rows], dtype=object)
         batch[ERROR_COLUMN] = np.array([None if error is None else json.dumps(error) for _, error in rows],

@@ -9,29 +9,29 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.batch_job import run_rows
 from engine.cli import main
-from engine.errors import InvalidInput
+from engine.errors import InferenceTimeout, InvalidInput
+from engine.rows import run_rows
 from tests.ray.conftest import assert_same_results, corpus
 
 
-def test_run_rows_isolates_the_bad_rows() -> None:
-    calls: list[list[str]] = []
+def test_a_batch_job_records_errors_that_are_not_about_one_row() -> None:
+    """``engine run`` fails on a timeout (tests/unit/test_rows.py); a batch job records it in the rows
+    of the failed call and goes on: a bad row is an error record, never a dead job."""
 
     def infer(texts: list[str], **config: object) -> list[dict]:
-        calls.append(texts)
         if any(not text for text in texts):
             raise InvalidInput("input text must not be empty")
-        return [{"echo": text, **config} for text in texts]
+        if "slow" in texts:
+            raise InferenceTimeout("timeout [1s] waiting for inference result")
+        return [{"echo": text} for text in texts]
 
-    rows = run_rows(infer, ["a", "", "b", 7], {"k": 1})
-    assert rows[0] == ({"echo": "a", "k": 1}, None) and rows[2] == ({"echo": "b", "k": 1}, None)
-    assert rows[1][0] is None and rows[1][1]["status"] == 400 and rows[1][1]["type"] == "illegal_argument_exception"
-    assert rows[3][0] is None and "must be a string" in rows[3][1]["reason"]
-    assert run_rows(infer, ["x", "y"], {}) == [({"echo": "x"}, None), ({"echo": "y"}, None)]
-    assert calls[-1] == ["x", "y"]  # a clean chunk is one call
-    run_rows(infer, ["a", "", "b"], {})
-    assert calls[-1] == ["a", "b"]  # the good rows of a chunk with a bad one run together again
+    with pytest.raises(InferenceTimeout):
+        run_rows(infer, ["a", "slow"])
+    rows = run_rows(infer, ["a", "b", "", "slow"], record_call_errors=True)
+    assert [result for result, _ in rows] == [{"echo": "a"}, {"echo": "b"}, None, None]
+    assert rows[2][1]["status"] == 400 and rows[3][1]["status"] == 408
+    assert rows[3][1]["type"] == InferenceTimeout.error_type
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -45,11 +45,15 @@ def test_jsonl_job_keeps_order_and_every_row(minilm_package: Path, tmp_path: Pat
     records[17]["text"] = ""
     records[200]["text"] = 42
     source = _write_jsonl(tmp_path / "in.jsonl", records)
+    lines = source.read_text().splitlines(keepends=True)
+    source.write_text("".join(lines[:100] + ["\n"] + lines[100:]))  # a blank line is a row too
     out = tmp_path / "out.jsonl"
     code = main(["batch", "--task", "text_embedding", "--model", str(minilm_package), "--input", str(source),
                  "--output", str(out), "--batch-size", "32", "--number-of-allocations", "2", "--no-progress"])
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
+    blank = rows.pop(100)
+    assert blank["error"]["status"] == 400 and "result" not in blank
     assert [row["id"] for row in rows] == list(range(300))
     assert rows[17]["error"]["status"] == 400 and "result" not in rows[17]
     assert rows[200]["error"]["type"] == "illegal_argument_exception"
@@ -59,14 +63,16 @@ def test_jsonl_job_keeps_order_and_every_row(minilm_package: Path, tmp_path: Pat
     assert not (tmp_path / "out.jsonl.partial").exists()
 
 
-def test_txt_input_to_parquet(minilm_package: Path, tmp_path: Path) -> None:
+def test_txt_input_to_parquet(minilm_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pyarrow_parquet = pytest.importorskip("pyarrow.parquet", reason="parquet needs pyarrow (pip install pyarrow)")
     texts = corpus(20)
     source = tmp_path / "in.txt"
     source.write_text("\n".join(texts[:5] + [""] + texts[5:]) + "\n")
     out = tmp_path / "out.parquet"
     assert main(["batch", "--task", "text_embedding", "--model", str(minilm_package), "--input", str(source),
-                 "--output", str(out), "--no-progress"]) == 0
+                 "--output", str(out)]) == 0
+    progress = capsys.readouterr().err  # stderr is no terminal here: stage lines, no bar
+    assert "engine batch: 21 rows, running locally" in progress and "\r" not in progress and "row/s" not in progress
     table = pyarrow_parquet.read_table(out).to_pylist()
     assert [row["text"] for row in table] == texts[:5] + [""] + texts[5:]
     assert table[5]["result"] is None and json.loads(table[5]["error"])["status"] == 400
