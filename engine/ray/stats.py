@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.stats import allocation_state
+from ..stats import allocation_state
 
 SUMMED = ("inference_count", "inference_cache_hit_count", "throughput_last_minute",
           "inference_cache_hit_count_last_minute", "peak_throughput_per_minute", "rejected_execution_count",

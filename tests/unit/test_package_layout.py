@@ -1,5 +1,7 @@
 """The package boundaries: ``engine`` never imports ``exporters``, ``bench`` or ``tests`` by name (it reaches
-the first two through entry points), ``bench`` never imports ``tests``, and ``import engine`` stays light."""
+the first two through entry points), ``bench`` never imports ``tests``, ``engine.ray`` never imports its
+callers (``engine.batch_job``, ``engine.cli``, ``engine.server``: they import it, lazily), and ``import engine``
+stays light."""
 
 from __future__ import annotations
 
@@ -39,6 +41,30 @@ def test_imports_point_one_way(package: str, forbidden: set[str]) -> None:
     offenders = {module: sorted(roots & forbidden) for module, roots in imported_roots(package).items()
                  if roots & forbidden}
     assert offenders == {}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports, relative imports resolved, lazy ones included."""
+    parts = path.relative_to(REPO).with_suffix("").parts
+    package = ".".join(parts[:-1])  # a module's package; an __init__.py's own
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_engine_ray_never_imports_its_callers() -> None:
+    callers = ("engine.batch_job", "engine.cli", "engine.server")
+    offenders = {str(path.relative_to(REPO)): sorted(name for name in imported_modules(path)
+                                                      if name.startswith(callers))
+                 for path in sorted((REPO / "engine" / "ray").rglob("*.py"))}
+    assert {module: names for module, names in offenders.items() if names} == {}
 
 
 def test_import_engine_is_light() -> None:
