@@ -282,12 +282,17 @@ def test_int8_package_through_the_quantisers_guard(task: str, tiny_root: Path, t
     quantization = manifest.quantization
     if quantization["mode"] == "int8":
         assert quantization["agreement"]["value"] >= quantization["agreement"]["threshold"] == 0.99
-        assert op_types & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+        # Static activation scales: constant QuantizeLinear feeding the int8 GEMMs, never a per-batch
+        # DynamicQuantizeLinear (that is what makes results batch-invariant).
+        assert "QuantizeLinear" in op_types and op_types & {"MatMulIntegerToFloat", "QAttention"}
+        assert not op_types & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
     else:
         assert quantization["mode"] == "none" and quantization["int8_rejected"]["reached_threshold"] is False
         assert not op_types & {
+            "QuantizeLinear",
             "DynamicQuantizeLinear",
             "MatMulInteger",
+            "MatMulIntegerToFloat",
             "DynamicQuantizeMatMul",
             "QAttention",
         }
