@@ -57,7 +57,7 @@ bench:
 
 ## lint: what CI checks (.ci/run)
 lint:
-	$(PY) -m ruff check engine exporters bench tests
+	$(PY) -m ruff check engine exporters bench tests fuzz
 
 ## fmt: fix what ruff and clang-format can fix
 fmt:
