@@ -177,6 +177,20 @@ def test_engine_serve_on_ray_answers_like_a_local_deployment(embedder: engine_ra
             late = client.post("/_ml/trained_models/minilm/_infer?timeout=1ms",
                                json={"docs": [{"text_field": text} for text in corpus(300)]})
             assert late.status_code == 408, late.text
+            # a deployment of its own with a 2-text queue on Ray: 5 docs do not fit, a 429 in each dialect
+            tight = client.post("/_ml/trained_models/minilm/deployment/_start",
+                                params={"deployment_id": "minilm-tight", "queue_capacity": "2", "cache_size": "0b"})
+            assert tight.status_code == 200, tight.text
+            try:
+                full = client.post("/_ml/trained_models/minilm-tight/_infer",
+                                   json={"docs": [{"text_field": text} for text in texts[:5]]})
+                assert full.status_code == 429, full.text
+                assert full.json()["error"]["type"] == "es_rejected_execution_exception"
+                tei_full = client.post("/embed", json={"inputs": texts[:5], "model": "minilm-tight"})
+                assert tei_full.status_code == 429 and tei_full.json()["error_type"] == "Overloaded"
+            finally:
+                stopped = client.post("/_ml/trained_models/minilm-tight/deployment/_stop")
+                assert stopped.status_code == 200, stopped.text  # its CPU back for the _update below
             # _update 1 -> 2 -> 1 resizes the Serve application; _stats has one nodes[] entry per replica
             for count in (2, 1):
                 update = client.post("/_ml/trained_models/minilm/deployment/_update",
