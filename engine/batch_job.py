@@ -9,8 +9,9 @@ a bad row becomes an error record, never a lost row or a dead job. The output is
 
 Locally the rows run on the engine's own deployment (``engine.load``) in chunks through
 :func:`engine.rows.run_rows` (the per-row error mechanism of ``engine run``, with errors that are not
-about one row recorded too), a few chunks in flight so every allocation stays busy; ``--ray`` runs them on Ray Data
-(:func:`engine.ray.infer_dataset`), actors of ``threads_per_allocation`` CPUs with one session each.
+about one row recorded too), a few chunks in flight so every allocation stays busy; ``--ray`` runs
+them on Ray Data (:func:`engine.ray.infer_dataset`), actors of ``threads_per_allocation`` CPUs with
+one session each.
 """
 
 from __future__ import annotations
@@ -167,12 +168,13 @@ def run_local(task: str, model: str | None, input_path: str, output_path: str, *
     in_flight = 2 * number_of_allocations
     deployment = load(model, task=task, number_of_allocations=number_of_allocations,
                       threads_per_allocation=threads_per_allocation, queue_capacity=batch_size * in_flight,
-                      cache_size=0)  # a corpus seldom repeats; and a cached lone run must not stand in (run_rows)
+                      cache_size=0)  # a corpus seldom repeats
     infer = functools.partial(deployment.infer, wait_for_room=True)
     writer = RecordWriter(output_path)
     total = sum(1 for _ in read_records(input_path, column)) if progress else None
     try:
-        with _progress(total, progress, "running locally") as bar, concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+        with (_progress(total, progress, "running locally") as bar,
+              concurrent.futures.ThreadPoolExecutor(in_flight) as pool):
             pending: collections.deque[tuple[list[dict[str, Any]], concurrent.futures.Future[list[Result]]]] = (
                 collections.deque())
 
