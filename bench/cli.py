@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from engine.config import DEFAULT_MAX_BATCH_TOKENS
 from engine.errors import InvalidInput
+from engine.units import parse_json_object
 
 from .corpus import DEFAULT_CORPUS
 
@@ -76,12 +76,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .report import machine_info, write_reports
     from .throughput import allowed_cores, bench_engine
 
-    try:
-        task_config = json.loads(args.config)
-    except ValueError as error:
-        raise InvalidInput(f"--config is not valid JSON: {error}") from error
-    if not isinstance(task_config, dict):
-        raise InvalidInput("--config must be a JSON object")
+    task_config = parse_json_object(args.config)
     if args.limit < 1 or args.repeats < 1:
         raise InvalidInput("--limit and --repeats must be positive")
     texts = load_corpus(args.corpus, args.limit)

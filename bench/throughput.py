@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.progress import progress_bar
+
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
@@ -127,10 +129,7 @@ def count_tokens(package_path: str, texts: list[str]) -> int:
 def runs_bar(total: int) -> Any:
     """A progress bar over the benchmark's runs on a terminal; off the terminal (a log, CI) the plain
     per-configuration lines are the progress."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False,
-                disable=not sys.stderr.isatty())
+    return progress_bar(total, unit="run")
 
 
 def bench_engine(package_path: str, task: str, texts: list[str], configs: list[BenchConfig], repeats: int,

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .progress import on_terminal, progress_bar
 from .rows import DEFAULT_BATCH_SIZE, ERROR_COLUMN, Result, run_rows
+from .units import parse_json_object
 
 # Fail at import without the batch extra, so `engine` lists `batch` as "install engine[batch]" (engine/cli.py).
 if importlib.util.find_spec("tqdm") is None:
@@ -134,12 +136,9 @@ def _cell(value: Any) -> Any:
 def _progress(total: int | None, enabled: bool, where: str) -> Any:
     """A bar over the rows when progress is on and stderr is a terminal; elsewhere (a log, CI) a plain
     stage line now and the summary line at the end are the progress, as in bench and the exporter."""
-    from tqdm import tqdm
-
-    on_terminal = enabled and sys.stderr.isatty()
-    if enabled and not on_terminal:
+    if enabled and not on_terminal():
         print(f"engine batch: {total} rows, {where}", file=sys.stderr, flush=True)
-    return tqdm(total=total, unit="row", disable=not on_terminal, file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total, unit="row", enabled=enabled)
 
 
 def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -285,14 +284,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    config: dict[str, Any] = {}
-    if args.config:
-        try:
-            config = json.loads(args.config)
-        except ValueError as error:
-            raise InvalidInput(f"--config is not valid JSON: {error}") from error
-        if not isinstance(config, dict):
-            raise InvalidInput("--config must be a JSON object")
+    config = parse_json_object(args.config) if args.config else {}
     if args.batch_size < 1 or args.number_of_allocations < 1:
         raise InvalidInput("--batch-size and --number-of-allocations must be positive")
     common = dict(column=args.column, output_column=args.output_column, batch_size=args.batch_size,

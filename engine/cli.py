@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .errors import EngineError, InvalidInput
+from .units import parse_json_object
 
 
 def _json_dumps(value: Any) -> str:
@@ -47,13 +48,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if args.config:
-        try:
-            loaded = json.loads(args.config)
-        except ValueError as error:
-            raise SystemExit(f"engine run: --config is not valid JSON: {error}") from error
-        if not isinstance(loaded, dict):
-            raise SystemExit("engine run: --config must be a JSON object")
-        config.update(loaded)
+        config.update(parse_json_object(args.config))
     if args.question is not None:
         config["question"] = args.question
     if args.query_text is not None:

@@ -12,6 +12,7 @@ text of a query string (``?force=true``, ``?from=10``).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -111,3 +112,15 @@ def parse_bool(value: Any, name: str, *, owner: str | None = None, strict: bool 
     if text == "false":
         return False
     raise InvalidInput(f"Failed to parse value [{value}] as only [true] or [false] are allowed for [{name}]")
+
+
+def parse_json_object(text: str, name: str = "--config") -> dict[str, Any]:
+    """A JSON object given as text (the CLI verbs' task options): the one place that says what is wrong
+    with it, so ``engine run``, ``engine batch`` and ``engine bench`` refuse alike."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise InvalidInput(f"{name} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{name} must be a JSON object")
+    return value

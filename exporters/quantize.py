@@ -56,6 +56,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from engine.errors import ExportError
+from engine.progress import progress_bar
 
 METRICS = ("cosine", "argmax", "token_argmax", "sparse_cosine", "score")
 DEFAULT_THRESHOLD = 0.99
@@ -312,11 +313,8 @@ def _reporter(progress: bool) -> Any:
 def _steps(total: int, what: str, say: Any) -> Iterable[int]:
     """``range(total)``, shown as a tqdm bar when progress is on and stderr is a terminal; elsewhere
     the stage lines ``say`` prints are the progress."""
-    if getattr(say, "enabled", False) and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(range(total), desc=f"quantize: {what}", unit="node", file=sys.stderr, leave=False)
-    return range(total)
+    return progress_bar(total, unit="node", desc=f"quantize: {what}", enabled=getattr(say, "enabled", False),
+                        iterable=range(total))
 
 
 @contextmanager
