@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -106,7 +107,10 @@ def export_mean_pooled(model_dir: Path, out: Path, with_token_types: bool = True
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["sentence_embedding"] = {0: "batch"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    # As the exporter does: the tracer's warnings about Python-level shape computations in transformers'
+    # code are noise here; the callers compare the graph with PyTorch, which catches any that mattered.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             MeanPooled(),
             args,
