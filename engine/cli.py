@@ -157,6 +157,7 @@ def _unavailable(verb: str, extra: str, error: ImportError) -> Any:
         print(f"engine {verb}: needs {extra} ({error})", file=sys.stderr)
         return 1
 
+    handler.unavailable = True  # type: ignore[attr-defined]
     return handler
 
 
@@ -165,11 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # argparse gives a `nargs="*"` positional its (empty) value at its first position, so texts written
     # after options (`engine run TASK --model M "text"`) come back as extras: they are texts of `run`.
     args, extras = parser.parse_known_args(argv)
-    if extras:
+    handler = getattr(args, "handler", None) or {"run": _cmd_run}[args.command]
+    # An unavailable verb takes no options of its own: say what to install rather than reject its options.
+    if extras and not getattr(handler, "unavailable", False):
         if args.command != "run" or any(extra.startswith("-") for extra in extras):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         args.texts = [*args.texts, *extras]
-    handler = getattr(args, "handler", None) or {"run": _cmd_run}[args.command]
     try:
         return int(handler(args) or 0)
     except EngineError as error:
