@@ -19,6 +19,7 @@ import torch
 from engine.manifest import read_manifest
 from exporters import export
 from exporters.registry import OUTPUTS, PAIR_TASKS, SUPPORTED, supported_pairs
+from tests.exporters.oracles import graph_outputs, torch_outputs
 from tests.tiny_models import ARCHITECTURES, EMBEDDING_ONLY, build_tiny_model, tiny_tasks
 from tests.tolerances import DIFFERENT_ABS, GRAPH_VS_TORCH_REL
 
@@ -58,48 +59,7 @@ def _encode(model_dir: Path, task: str) -> dict[str, np.ndarray]:
 
 
 def _oracle(architecture: str, task: str, model_dir: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The task's graph contract computed with transformers / sentence-transformers directly."""
-    import transformers as tf
-
-    tensors = {name: torch.from_numpy(value) for name, value in feeds.items()}
-    mask = tensors["attention_mask"]
-    with torch.no_grad():
-        if architecture == "retribert":
-            # The deprecated model needs a BERT setting its checkpoints never saved (see exporters/loading.py).
-            config = tf.RetriBertConfig.from_pretrained(str(model_dir))
-            config.position_embedding_type = "absolute"
-            model = tf.RetriBertModel.from_pretrained(str(model_dir), config=config)
-            return [model.embed_questions(tensors["input_ids"], mask).numpy()]
-        if architecture in ("dpr_question", "dpr_context"):
-            encoder = tf.DPRQuestionEncoder if architecture == "dpr_question" else tf.DPRContextEncoder
-            return [encoder.from_pretrained(str(model_dir))(**tensors).pooler_output.numpy()]
-        if task == "text_embedding":
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(model_dir), device="cpu")
-            return [model.encode(SENTENCES, convert_to_numpy=True, batch_size=len(SENTENCES))]
-        auto = {
-            "fill_mask": tf.AutoModelForMaskedLM,
-            "text_expansion": tf.AutoModelForMaskedLM,
-            "ner": tf.AutoModelForTokenClassification,
-            "question_answering": tf.AutoModelForQuestionAnswering,
-            "pass_through": tf.AutoModel,
-        }.get(task, tf.AutoModelForSequenceClassification)
-        output = auto.from_pretrained(str(model_dir)).eval()(**tensors)
-    if task == "question_answering":
-        return [output.start_logits.numpy(), output.end_logits.numpy()]
-    if task == "pass_through":
-        return [output.last_hidden_state.numpy()]
-    if task == "text_expansion":
-        weights = np.log1p(np.maximum(output.logits.numpy(), 0.0)) * feeds["attention_mask"][..., None]
-        return [weights.max(axis=1)]
-    return [output.logits.numpy()]
-
-
-def _graph_outputs(package: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    manifest = read_manifest(package)
-    session = onnxruntime.InferenceSession(str(package / manifest.graph), providers=["CPUExecutionProvider"])
-    return session.run(manifest.output_names, {name: feeds[name] for name in manifest.inputs})
+    return torch_outputs(architecture, task, model_dir, feeds, SENTENCES)
 
 
 def assert_matches(task: str, actual: list[np.ndarray], expected: list[np.ndarray], mask: np.ndarray) -> None:
@@ -119,7 +79,7 @@ def export_and_compare(architecture: str, task: str, tiny_root: Path, out: Path,
     feeds = _encode(model_dir, task)
     assert_matches(
         task,
-        _graph_outputs(package, feeds),
+        graph_outputs(package, feeds),
         _oracle(architecture, task, model_dir, feeds),
         feeds["attention_mask"],
     )
@@ -297,7 +257,7 @@ def test_int8_package_through_the_quantisers_guard(task: str, tiny_root: Path, t
             "QAttention",
         }
     feeds = _encode(model_dir, task)
-    outputs = _graph_outputs(package, feeds)
+    outputs = graph_outputs(package, feeds)
     assert [output.shape for output in outputs] == [
         output.shape for output in _oracle("bert", task, model_dir, feeds)
     ]
@@ -320,7 +280,7 @@ def test_retribert_document_tower(tiny_root: Path, tmp_path: Path) -> None:
             torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
         )
     assert_matches(
-        "text_embedding", _graph_outputs(package, feeds), [expected.numpy()], feeds["attention_mask"]
+        "text_embedding", graph_outputs(package, feeds), [expected.numpy()], feeds["attention_mask"]
     )
     query = export(model_dir, tmp_path / "query", quantize="none", fuse=False, progress=False)
-    assert not np.allclose(_graph_outputs(query, feeds)[0], expected.numpy(), atol=DIFFERENT_ABS)
+    assert not np.allclose(graph_outputs(query, feeds)[0], expected.numpy(), atol=DIFFERENT_ABS)

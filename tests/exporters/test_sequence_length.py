@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 
 from engine.manifest import read_manifest
 from exporters import export
 from exporters.registry import ALL_TASKS, OUTPUTS, PAIR_TASKS
+from tests.exporters.oracles import graph_outputs, torch_outputs
 from tests.tiny_models import ARCHITECTURES, CORPUS, build_tiny_model, save_library_sentence_transformer
 from tests.tolerances import GRAPH_VS_TORCH_REL
 
@@ -68,47 +68,7 @@ def _feeds(model_dir: Path, task: str, length: int) -> dict[str, np.ndarray]:
 
 
 def _torch(architecture: str, task: str, model_dir: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The task's outputs from transformers (sentence-transformers for ST folders)."""
-    import transformers as tf
-
-    tensors = {name: torch.from_numpy(value) for name, value in feeds.items()}
-    with torch.no_grad():
-        if architecture == "retribert":
-            config = tf.RetriBertConfig.from_pretrained(str(model_dir))
-            config.position_embedding_type = "absolute"  # see exporters/loading.py
-            model = tf.RetriBertModel.from_pretrained(str(model_dir), config=config)
-            return [model.embed_questions(tensors["input_ids"], tensors["attention_mask"]).numpy()]
-        if architecture.startswith("dpr_"):
-            encoder = tf.DPRQuestionEncoder if architecture == "dpr_question" else tf.DPRContextEncoder
-            return [encoder.from_pretrained(str(model_dir))(**tensors).pooler_output.numpy()]
-        if task == "text_embedding":
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(model_dir), device="cpu")
-            model.max_seq_length = feeds["input_ids"].shape[1]
-            return [model.encode(TEXTS, convert_to_numpy=True, batch_size=len(TEXTS))]
-        auto = {
-            "fill_mask": tf.AutoModelForMaskedLM,
-            "text_expansion": tf.AutoModelForMaskedLM,
-            "ner": tf.AutoModelForTokenClassification,
-            "question_answering": tf.AutoModelForQuestionAnswering,
-            "pass_through": tf.AutoModel,
-        }.get(task, tf.AutoModelForSequenceClassification)
-        output = auto.from_pretrained(str(model_dir)).eval()(**tensors)
-    if task == "question_answering":
-        return [output.start_logits.numpy(), output.end_logits.numpy()]
-    if task == "pass_through":
-        return [output.last_hidden_state.numpy()]
-    if task == "text_expansion":
-        weights = np.log1p(np.maximum(output.logits.numpy(), 0.0)) * feeds["attention_mask"][..., None]
-        return [weights.max(axis=1)]
-    return [output.logits.numpy()]
-
-
-def _graph(package: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    manifest = read_manifest(package)
-    session = onnxruntime.InferenceSession(str(package / manifest.graph), providers=["CPUExecutionProvider"])
-    return session.run(manifest.output_names, {name: feeds[name] for name in manifest.inputs})
+    return torch_outputs(architecture, task, model_dir, feeds, TEXTS)
 
 
 def _assert_matches(
@@ -146,7 +106,7 @@ def test_unset_tokenizer_length_comes_from_the_config(
     feeds = _feeds(model_dir, task, length)
     assert feeds["input_ids"].shape[1] == length  # the long rows fill the whole length
     _assert_matches(
-        task, _graph(package, feeds), _torch(architecture, task, model_dir, feeds), feeds["attention_mask"]
+        task, graph_outputs(package, feeds), _torch(architecture, task, model_dir, feeds), feeds["attention_mask"]
     )
 
 
