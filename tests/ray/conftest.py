@@ -10,7 +10,9 @@ and every node is started with ``node_ip_address=127.0.0.1``. Both must be set b
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,14 @@ def _assert_same(got: object, want: object) -> None:
         assert isinstance(got, float) and abs(got - want) <= SAME_GRAPH_ABS
     else:
         assert got == want
+
+
+def poll_until(condition: Any, what: str, timeout: float) -> Any:
+    """Poll ``condition`` until it returns something true; fail (never hang) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")

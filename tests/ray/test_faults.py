@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.ray.conftest import LOOPBACK, corpus, require_ray
+from tests.ray.conftest import LOOPBACK, corpus, poll_until, require_ray
 
 require_ray()
 
@@ -47,13 +47,7 @@ def cluster() -> Iterator[Cluster]:
 
 
 def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return poll_until(condition, what, timeout)
 
 
 class Load:

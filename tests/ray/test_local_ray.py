@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ray.conftest import LOOPBACK, assert_same_results, corpus, require_ray
+from tests.ray.conftest import LOOPBACK, assert_same_results, corpus, poll_until, require_ray
 
 require_ray()
 
@@ -41,14 +40,7 @@ def ray_session() -> Iterator[None]:
 
 
 def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> Any:
-    """Poll ``condition`` until it returns something true; fail (never hang) after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return poll_until(condition, what, timeout)
 
 
 def replica_ids(deployment: engine_ray.RayDeployment) -> list[str]:
