@@ -56,6 +56,14 @@ def _auto_class(head: str) -> Any:
     }[head]
 
 
+# transformers' attention implementation to trace, per model_type: "eager" unless another one traces into a
+# graph ONNX Runtime's fuser turns into its Attention op. DistilBERT's eager attention masks with a
+# masked_fill (Where) whose fill constant ORT 1.32's fuser looks for on the wrong node, so it never fuses;
+# its sdpa attention traces to the additive-mask pattern the fuser knows (Attention + EmbedLayerNormalization
+# per package, checked against the unfused graph and PyTorch like every fusion).
+ATTENTION_IMPLEMENTATION = {"distilbert": "sdpa"}
+
+
 def _model_class(spec: ArchitectureSpec, head: str, config: dict[str, Any]) -> Any:
     """The transformers class to load: DPR and RetriBERT have no Auto mapping for their encoders."""
     import transformers
@@ -84,7 +92,9 @@ def _load_config(source: ModelSource, trust_remote_code: bool) -> Any:
     return config
 
 
-def _load_pretrained(model_class: Any, source: ModelSource, head: str, trust_remote_code: bool) -> nn.Module:
+def _load_pretrained(
+    model_class: Any, source: ModelSource, model_type: str, head: str, trust_remote_code: bool
+) -> nn.Module:
     has_safetensors = any(source.model_path.glob("*.safetensors"))
     try:
         model, info = model_class.from_pretrained(
@@ -92,7 +102,7 @@ def _load_pretrained(model_class: Any, source: ModelSource, head: str, trust_rem
             config=_load_config(source, trust_remote_code),
             use_safetensors=has_safetensors,
             trust_remote_code=trust_remote_code,
-            attn_implementation="eager",
+            attn_implementation=ATTENTION_IMPLEMENTATION.get(model_type, "eager"),
             output_loading_info=True,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
@@ -133,7 +143,9 @@ def load_model(
 ) -> LoadedModel:
     """Load the model for ``task`` and wrap it in the graph contract of that task."""
     head = HEADS[task]
-    model = _load_pretrained(_model_class(spec, head, source.config), source, head, trust_remote_code)
+    model = _load_pretrained(
+        _model_class(spec, head, source.config), source, spec.model_type, head, trust_remote_code
+    )
     normalized, similarity, task_options, notices = False, None, {}, []
     wrapper: GraphWrapper
     if spec.model_type == "dpr":

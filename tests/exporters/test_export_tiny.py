@@ -136,9 +136,10 @@ EXPECTED_FUSIONS: dict[str, dict[str, tuple[int, int]]] = {
     # Position ids computed from input_ids: the embedding LayerNorm stays a LayerNormalization.
     "roberta": {**BERT_LAYER, "LayerNormalization": (0, 1)},
     "xlm-roberta": {**BERT_LAYER, "LayerNormalization": (0, 1)},
-    # Neither DistilBERT's, DeBERTa's disentangled nor MPNet's relative-bias attention is a pattern
-    # the bert fuser knows: only the feed-forward and residual LayerNorms fuse.
-    "distilbert": {"BiasGelu": (1, 0), "SkipLayerNormalization": (2, 0), "LayerNormalization": (0, 1)},
+    # Traced through its sdpa attention (exporters/loading.py ATTENTION_IMPLEMENTATION), DistilBERT fuses as BERT.
+    "distilbert": {**BERT_LAYER, **EMBED},
+    # Neither DeBERTa's disentangled nor MPNet's relative-bias attention is a pattern the bert fuser
+    # knows: only the feed-forward and residual LayerNorms fuse.
     "deberta-v2": {
         "BiasGelu": (1, 0),
         "SkipLayerNormalization": (2, 0),
@@ -226,15 +227,19 @@ def test_saved_tokenizer_has_no_truncation_or_padding(tiny_root: Path, tmp_path:
 
 
 INT8_TASKS = ["ner", "question_answering", "zero_shot_classification", "text_similarity", "text_expansion"]
+# Every task on BERT, and NER on DistilBERT, whose fused graph comes from a different attention trace.
+INT8_CASES = [("bert", task) for task in INT8_TASKS] + [("distilbert", "ner")]
 
 
-@pytest.mark.parametrize("task", INT8_TASKS)
-def test_int8_package_through_the_quantisers_guard(task: str, tiny_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("architecture", "task"), INT8_CASES, ids=[f"{a}-{t}" for a, t in INT8_CASES])
+def test_int8_package_through_the_quantisers_guard(
+    architecture: str, task: str, tiny_root: Path, tmp_path: Path
+) -> None:
     """Each task's agreement metric goes through quantize_with_guard; the package holds one graph, int8
     when the guard passed, else the fp32 graph with the rejected attempt recorded."""
     import onnx
 
-    model_dir = build_tiny_model("bert", task, tiny_root)
+    model_dir = build_tiny_model(architecture, task, tiny_root)
     package = export(model_dir, tmp_path / "pkg", task=task, quantize="int8", progress=False)
     manifest = read_manifest(package)
     assert sorted(manifest.files) == ["model.onnx", "tokenizer.json"]
@@ -259,7 +264,7 @@ def test_int8_package_through_the_quantisers_guard(task: str, tiny_root: Path, t
     feeds = _encode(model_dir, task)
     outputs = graph_outputs(package, feeds)
     assert [output.shape for output in outputs] == [
-        output.shape for output in _oracle("bert", task, model_dir, feeds)
+        output.shape for output in _oracle(architecture, task, model_dir, feeds)
     ]
 
 
