@@ -11,14 +11,20 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import numpy as np
 from starlette.requests import Request
 
 from ..errors import InvalidInput
 from ..units import parse_int
-from .wire import Route, engine_state, infer, parse_text_inputs, read_body, require_object, results_value
-
-INLINE_COUNT_CHARS = 2048  # usage counts for requests up to this many characters run on the event loop
+from .wire import (
+    Route,
+    engine_state,
+    infer_with_usage,
+    parse_text_inputs,
+    read_body,
+    require_object,
+    results_value,
+)
 
 
 def parse_openai_embeddings(body: Any, max_docs: int) -> dict[str, Any]:
@@ -47,7 +53,7 @@ def build_openai_embeddings(vectors: Sequence[Sequence[float]], model: str, enco
                             token_counts: Sequence[int]) -> dict[str, Any]:
     data = [
         {"object": "embedding", "index": index,
-         "embedding": encode_base64(vector) if encoding == "base64" else [float(x) for x in vector]}
+         "embedding": encode_base64(vector) if encoding == "base64" else np.asarray(vector, dtype=np.float64).tolist()}
         for index, vector in enumerate(vectors)
     ]
     total = int(sum(token_counts))
@@ -64,20 +70,8 @@ async def openai_embeddings(request: Request) -> Any:
         raise InvalidInput(
             f"[dimensions] must be the model's embedding size [{size}]; this model cannot shorten its embeddings"
         )
-    texts = parsed["inputs"]
-    results = await infer(request, entry, texts, None)
+    results, counts = await infer_with_usage(request, entry, parsed["inputs"])
     vectors = [results_value(result) for result in results]
-    tokenizer = entry.deployment.package.tokenizer
-    truncate = entry.model.manifest.tokenization.truncate
-
-    def count() -> list[int]:
-        return [sum(len(window.input_ids) for window in tokenizer.single(text, truncate, -1).windows)
-                for text in texts]
-
-    # A short request is counted on the event loop: tokenising a query (~50 µs) is cheaper than the
-    # hop to a worker thread and back; a big one goes to the thread pool so it cannot stall the loop.
-    short = sum(len(text) for text in texts) <= INLINE_COUNT_CHARS
-    counts = count() if short else await run_in_threadpool(count)
     return build_openai_embeddings(vectors, parsed["model"] or entry.deployment_id, parsed["encoding_format"],
                                    counts)
 

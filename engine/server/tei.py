@@ -27,6 +27,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -96,8 +97,11 @@ def sigmoid(value: float) -> float:
 
 
 def normalized(vector: Sequence[float]) -> list[float]:
-    norm = math.sqrt(sum(float(x) * float(x) for x in vector))
-    return [float(x) / norm for x in vector] if norm > 0 else [float(x) for x in vector]
+    """The vector at unit length (as it is when its norm is 0), in float64, done in numpy: a Python loop
+    over 384 floats costs more than encoding them as JSON."""
+    values = np.asarray(vector, dtype=np.float64)
+    norm = math.sqrt(float(values @ values))
+    return (values / norm).tolist() if norm > 0 else values.tolist()
 
 
 def build_tei_info(item: DeploymentEntry, config: ServerConfig, version: str) -> dict[str, Any]:
@@ -175,8 +179,8 @@ async def _embed(request: Request, state: ServerState, entry: DeploymentEntry, b
     if dimensions is not None and parse_int(dimensions, "dimensions") != size:
         raise InvalidInput(f"[dimensions] must be the model's embedding size [{size}]; got [{dimensions}]")
     results = await infer(request, entry, texts, None, **tei_tokenization(body, state.config.auto_truncate))
-    vectors = [[float(x) for x in results_value(result)] for result in results]
-    return [normalized(vector) if normalize else vector for vector in vectors]
+    vectors = [results_value(result) for result in results]
+    return [normalized(vector) if normalize else np.asarray(vector, dtype=np.float64).tolist() for vector in vectors]
 
 
 async def _embed_sparse(request: Request, state: ServerState, entry: DeploymentEntry,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..errors import InferenceTimeout, InvalidInput, MalformedBody, PayloadTooLarge, QueueFull
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 Handler = Callable[[Request], Awaitable[Any]]
 # (path template, methods, handler): what each dialect module lists in its ROUTES.
 Route = tuple[str, list[str], Handler]
-
+T = TypeVar("T")
 
 
 def parse_json(raw: bytes, required: bool = True) -> Any:
@@ -71,14 +72,38 @@ def engine_state(request: Request) -> ServerState:
 async def infer(request: Request, entry: DeploymentEntry, texts: list[str], timeout: float | None,
                 priority: str = "normal", **config: Any) -> list[dict[str, Any]]:
     """Run texts on a deployment, recording the outcome, document count and latency metrics."""
+    return await _recorded(request, entry, len(texts),
+                           entry.deployment.ainfer(texts, timeout=timeout, priority=priority, **config))
+
+
+async def infer_with_usage(request: Request, entry: DeploymentEntry,
+                           texts: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """``infer``, and the tokens each text ran as (OpenAI's ``usage``): from the deployment's own
+    tokenisation where the backend reports it (``ainfer_with_usage``), else by tokenising again."""
+    reporting = getattr(entry.deployment, "ainfer_with_usage", None)
+    if reporting is not None:
+        return await _recorded(request, entry, len(texts), reporting(texts, timeout=None))
+    results = await infer(request, entry, texts, None)
+    tokenizer = entry.deployment.package.tokenizer
+    truncate = entry.model.manifest.tokenization.truncate
+
+    def count() -> list[int]:
+        return [sum(len(window.input_ids) for window in tokenizer.single(text, truncate, -1).windows)
+                for text in texts]
+
+    return results, await run_in_threadpool(count)
+
+
+async def _recorded(request: Request, entry: DeploymentEntry, n_texts: int, call: Awaitable[T]) -> T:
+    """Await a deployment call, recording its outcome, document count and latency metrics."""
     metrics: ServerMetrics = request.app.state.metrics
     request.scope["engine.deployment"] = entry.deployment_id
-    request.scope["engine.docs"] = len(texts)
-    metrics.record_documents(entry.deployment_id, len(texts))
+    request.scope["engine.docs"] = n_texts
+    metrics.record_documents(entry.deployment_id, n_texts)
     started = time.perf_counter()
     outcome = "error"
     try:
-        results = await entry.deployment.ainfer(texts, timeout=timeout, priority=priority, **config)
+        results = await call
         outcome = "ok"
         return results
     except QueueFull:

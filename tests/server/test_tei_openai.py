@@ -14,6 +14,7 @@ from huggingface_hub import InferenceClient
 from openai import BadRequestError, OpenAI
 
 import engine
+from engine.package import load_package
 from tests.tolerances import SAME_GRAPH_ABS, SAME_GRAPH_DERIVED_ABS
 
 from .conftest import API_KEY, ServerProcess
@@ -41,6 +42,23 @@ def test_openai_client_embeddings(server: ServerProcess, expected_embeddings: np
         client.embeddings.create(input="hello", model="minilm", dimensions=128)
     models = client.models.list()
     assert "minilm" in [item.id for item in models.data]
+
+
+def test_openai_usage_is_the_tokens_embedded(server: ServerProcess, minilm_package: Path) -> None:
+    """The count comes from the deployment's own tokenisation: it must be what the tokenizer makes of
+    the texts under the package's truncation (special tokens included)."""
+    package = load_package(minilm_package)
+    truncate = package.manifest.tokenization.truncate
+    long_text = " ".join(["bread"] * 600)  # truncated to the model's 512 positions
+    texts = [*TEXTS, long_text]
+    want = [sum(len(window.input_ids) for window in package.tokenizer.single(text, truncate, -1).windows)
+            for text in texts]
+    assert want[-1] == package.manifest.tokenization.max_sequence_length
+    with server.client() as http:
+        one = http.post("/v1/embeddings", json={"input": TEXTS[0], "model": "minilm"}).json()
+        many = http.post("/v1/embeddings", json={"input": texts, "model": "minilm"}).json()
+    assert one["usage"] == {"prompt_tokens": want[0], "total_tokens": want[0]}
+    assert many["usage"] == {"prompt_tokens": sum(want), "total_tokens": sum(want)}
 
 
 def test_what_elasticsearch_openai_service_sends(server: ServerProcess,

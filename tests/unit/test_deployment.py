@@ -26,7 +26,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from engine.config import DeploymentConfig
-from engine.deployment import Deployment
+from engine.deployment import INLINE_CHARS, Deployment
 from engine.errors import (
     DeploymentStopped,
     InferenceFailed,
@@ -406,6 +406,72 @@ def test_ainfer_serves_concurrent_coroutines_and_times_out(package: FakePackage)
             asyncio.run(late())
         gate.open()
         assert deployment.stats()["timeout_count"] == 1
+
+
+class ThreadRecordingRunner(FakeRunner):
+    """The fake task, noting which thread tokenises and which post-processes."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, set[int]] = {"prepare": set(), "finish": set()}
+
+    def prepare(self, text: str, cfg: FakeConfig) -> FakePrepared:
+        self.threads["prepare"].add(threading.get_ident())
+        return super().prepare(text, cfg)
+
+    def finish(self, prepared: FakePrepared, outputs: list[tuple[np.ndarray, ...]], cfg: FakeConfig) -> dict:
+        self.threads["finish"].add(threading.get_ident())
+        return super().finish(prepared, outputs, cfg)
+
+
+def test_ainfer_prepares_short_requests_on_the_loop_and_long_ones_in_the_executor(package: FakePackage) -> None:
+    runner = ThreadRecordingRunner()
+    short = "delta epsilon zeta"
+    long = " ".join(["omega"] * (INLINE_CHARS // len("omega") + 1))
+    with gated(dataclasses.replace(package, runner=runner), Gate()) as deployment:
+
+        async def run(text: str) -> tuple[list[dict], int]:
+            return await deployment.ainfer([text]), threading.get_ident()
+
+        result, loop_thread = asyncio.run(run(short))
+        assert_result(result[0], short)
+        assert runner.threads == {"prepare": {loop_thread}, "finish": {loop_thread}}
+        runner.threads = {"prepare": set(), "finish": set()}
+        result, loop_thread = asyncio.run(run(long))
+        assert_result(result[0], long)
+        assert runner.threads["prepare"] and loop_thread not in runner.threads["prepare"]
+        assert runner.threads["finish"] and loop_thread not in runner.threads["finish"]
+
+
+def test_ainfer_with_usage_counts_every_row_of_every_text(package: FakePackage) -> None:
+    texts = ["alpha beta gamma delta epsilon", "zeta"]
+    with gated(package, Gate()) as deployment:
+        results, counts = asyncio.run(deployment.ainfer_with_usage(texts, window=2))
+    for result, text in zip(results, texts, strict=True):
+        assert_result(result, text, FakeConfig(window=2))
+    # windows of 2 body tokens, each with its two special tokens: 5 words -> 3 rows, 1 word -> 1 row
+    assert counts == [sum(len(row.input_ids) for row in rows_for(text, FakeConfig(window=2))) for text in texts]
+    assert counts == [3 * 2 + 5, 3]
+
+
+def test_cancelling_ainfer_withdraws_its_queued_texts(package: FakePackage) -> None:
+    gate = Gate(open_=False)
+    with gated(package, gate) as deployment:
+
+        async def main() -> None:
+            running = asyncio.ensure_future(deployment.ainfer(["first"]))
+            await asyncio.to_thread(gate.wait_entered)  # "first" holds the only allocation
+            queued = asyncio.ensure_future(deployment.ainfer(["second", "third"]))
+            while pending(deployment) < 3:
+                await asyncio.sleep(0.005)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            assert pending(deployment) == 1
+            gate.open()
+            assert_result((await running)[0], "first")
+
+        asyncio.run(main())
+        assert [row for batch in gate.batches for row in batch] == [(1, word_id("first"), 2)]
 
 
 # -- the queue ---------------------------------------------------------------------------------------
