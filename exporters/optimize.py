@@ -23,6 +23,8 @@ from onnxruntime.transformers.optimizer import optimize_model
 
 from engine.errors import ExportError
 
+from .attention_bias import fuse_attention_with_bias
+
 # Hugging Face model_type -> the ONNX Runtime fuser that knows its graph. All encoders here share
 # BERT's layer structure closely enough for the "bert" fuser to try; whatever it gets wrong the
 # parity check rejects. The bart fuser covers encoder-decoder attention.
@@ -103,7 +105,10 @@ def optimize_graph(
         )
     except Exception as error:  # noqa: BLE001 - a fuser crash must not stop the export; record it
         return _keep_unfused(src, dst, f"the {fuser} fuser failed: {type(error).__name__}: {error}")
-    fusions = {op: count for op, count in fused.get_fused_operator_statistics().items() if count > 0}
+    fusions = dict(fused.get_fused_operator_statistics())
+    # Attention ORT's fuser leaves alone because of a position bias on its scores (MPNet).
+    fusions["MultiHeadAttention"] = fusions.get("MultiHeadAttention", 0) + fuse_attention_with_bias(fused, num_heads)
+    fusions = {op: count for op, count in fusions.items() if count > 0}
     if not fusions:
         return _keep_unfused(src, dst, f"the {fuser} fuser matched no pattern in this graph")
     fused.save_model_to_file(str(dst), use_external_data_format=fused.model.ByteSize() > PROTOBUF_LIMIT)

@@ -138,15 +138,16 @@ EXPECTED_FUSIONS: dict[str, dict[str, tuple[int, int]]] = {
     "xlm-roberta": {**BERT_LAYER, "LayerNormalization": (0, 1)},
     # Traced through its sdpa attention (exporters/loading.py ATTENTION_IMPLEMENTATION), DistilBERT fuses as BERT.
     "distilbert": {**BERT_LAYER, **EMBED},
-    # Neither DeBERTa's disentangled nor MPNet's relative-bias attention is a pattern the bert fuser
-    # knows: only the feed-forward and residual LayerNorms fuse.
+    # DeBERTa's disentangled attention is no pattern the bert fuser knows: only the feed-forward and
+    # residual LayerNorms fuse.
     "deberta-v2": {
         "BiasGelu": (1, 0),
         "SkipLayerNormalization": (2, 0),
         "LayerNormalization": (0, 2),
         "Gelu": (0, 1),
     },
-    "mpnet": {"BiasGelu": (1, 0), "SkipLayerNormalization": (2, 1)},
+    # MPNet's attention adds a relative-position bias: exporters/attention_bias.py fuses it.
+    "mpnet": {"MultiHeadAttention": (1, 0), "BiasGelu": (1, 0), "SkipLayerNormalization": (2, 1)},
     # Counted per encoder + decoder layer; a decoder layer has three residual LayerNorms.
     "bart": {"BiasGelu": (1, 0), "LayerNormalization": (0, 2)},
     # MobileBERT's bottleneck layers (NoNorm, no LayerNorm at all) match nothing.
@@ -190,6 +191,8 @@ def test_fused_graph_matches_transformers(
     # The manifest reports what the shipped graph holds, node for node.
     op_types = [node.op_type for node in onnx.load(str(package / manifest.graph)).graph.node]
     assert {op: op_types.count(op) for op in expected} == expected
+    if {"Attention", "MultiHeadAttention"} & set(expected):  # every layer's softmax is inside the fused op
+        assert "Softmax" not in op_types
 
 
 def test_sequence_axes_are_dynamic(tiny_root: Path, tmp_path: Path) -> None:
@@ -227,8 +230,9 @@ def test_saved_tokenizer_has_no_truncation_or_padding(tiny_root: Path, tmp_path:
 
 
 INT8_TASKS = ["ner", "question_answering", "zero_shot_classification", "text_similarity", "text_expansion"]
-# Every task on BERT, and NER on DistilBERT, whose fused graph comes from a different attention trace.
-INT8_CASES = [("bert", task) for task in INT8_TASKS] + [("distilbert", "ner")]
+# Every task on BERT; NER on DistilBERT (fused from its sdpa trace) and MPNet (MultiHeadAttention with a
+# position bias, which the quantiser must leave whole while it quantises the projections).
+INT8_CASES = [("bert", task) for task in INT8_TASKS] + [("distilbert", "ner"), ("mpnet", "ner")]
 
 
 @pytest.mark.parametrize(("architecture", "task"), INT8_CASES, ids=[f"{a}-{t}" for a, t in INT8_CASES])
