@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from engine.errors import (
     ResourceNotFound,
 )
 from engine.metrics import ServerMetrics
-from engine.server.app import api_key_matches, dialect_for, error_body
+from engine.server.app import HOT_PATHS, _group_routes, api_key_matches, dialect_for, error_body
 from engine.server.cli import add_serve_parser, build_config
 from engine.server.es_schemas import parse_endpoint_body, parse_infer_body, parse_start_params
 from engine.server.openai import build_openai_embeddings
@@ -153,6 +155,23 @@ def test_error_bodies_in_each_dialect() -> None:
     assert error_body("openai", NotDeployed("x"))["error"]["type"] == "conflict_error"
     assert error_body("openai", ResourceNotFound("x"))["error"]["code"] == 404
     assert [dialect_for(p) for p in ("/_ml/x", "/", "/v1/embeddings", "/embed")] == ["es", "es", "openai", "tei"]
+
+
+def test_hot_paths_first_and_each_matches_only_its_own_requests() -> None:
+    """The routes tried first must not take a request another route would have answered: every path a
+    hot route matches (its parameters set to every literal segment of every route) matches no other."""
+    routes = _group_routes()
+    assert {route.path for route in routes[:len(HOT_PATHS)]} == set(HOT_PATHS)
+    literals = sorted({part for route in routes for part in route.path.split("/") if part and "{" not in part})
+    for hot in routes[:len(HOT_PATHS)]:
+        names = re.findall(r"{(\w+)}", hot.path)
+        for values in itertools.product([*literals, "my-model"], repeat=len(names)):
+            path = hot.path
+            for name, value in zip(names, values, strict=True):
+                path = path.replace("{" + name + "}", value)
+            assert hot.path_regex.match(path)
+            others = [route.path for route in routes if route is not hot and route.path_regex.match(path)]
+            assert others == [], f"{path} matches {hot.path} and {others}"
 
 
 def test_api_key_forms() -> None:
