@@ -3,14 +3,18 @@
     python -m bench.bench_single [--package DIR] [--corpus builtin-queries] [--requests 300] [--rounds 3]
                                  [--json OUT] [--plot PNG]
 
-Paths, each sent the same queries one per request from one client, in alternating rounds (so a burst of
-load elsewhere hits every path alike), medians over the rounds of each path's p50/p90/p99:
+Paths, each sent the same queries one per request from one client, interleaved (every query goes
+through every path in turn, the order rotating, so a burst of load elsewhere hits every path alike);
+p50/p90/p99 over all requests of all rounds, and each round's p50:
 
 * ``bare ORT``: the package's tokenizer (``tokenizers``, ``encode``) and ``session.run`` on a session
   from :func:`engine.session.create_session` with 1 thread: the floor;
 * ``Deployment.infer``: the engine in-process (1 allocation × 1 thread, cache off);
+* ``Deployment.ainfer``: the same deployment awaited on an event loop in this thread, as the server
+  awaits it (so the HTTP rows minus this one is what the web stack costs);
 * ``HTTP /embed``, ``HTTP /v1/embeddings``, ``HTTP _infer``: ``engine serve`` in a subprocess on
-  loopback, the same deployment settings, one keep-alive connection.
+  loopback, the same deployment settings, one keep-alive connection of the standard library's
+  ``http.client`` (a lean client, so the rows measure the server rather than the client's Python).
 
 The server and the client share the machine's cores, as a co-located caller would.
 """
@@ -56,55 +60,85 @@ def bare_session(package: Path) -> Callable[[str], Any]:
     return call
 
 
-def latencies(call: Callable[[str], Any], texts: list[str]) -> list[float]:
+def keep_alive_post(port: int) -> Callable[[str, bytes], bytes]:
+    """A lean keep-alive HTTP/1.1 client (the standard library's): what a request costs the server
+    and the loopback, not a heavy client's own Python."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(path: str, body: bytes) -> bytes:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        content = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {path} answered {response.status}: {content[:200]!r}")
+        return content
+
+    return post
+
+
+def in_loop(coroutine_function: Callable[[str], Any]) -> tuple[Callable[[str], Any], Callable[[], None]]:
+    """A blocking call that runs ``coroutine_function(text)`` on one long-lived event loop in this
+    thread (as a server's loop would), and the function that closes the loop."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    return (lambda text: loop.run_until_complete(coroutine_function(text))), loop.close
+
+
+def interleaved(paths: dict[str, Callable[[str], Any]], texts: list[str], rounds: int) -> dict[str, list[list[float]]]:
+    """Milliseconds per call, per path and round: every query goes through every path in turn (the
+    order rotating from one query to the next), so load elsewhere on the machine hits all alike."""
+    names = list(paths)
     for text in texts[:10]:  # warm-up
-        call(text)
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        call(text)
-        times.append((time.perf_counter() - started) * 1000.0)
-    return times
+        for name in names:
+            paths[name](text)
+    samples: dict[str, list[list[float]]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            samples[name].append([])
+        for number, text in enumerate(texts):
+            for offset in range(len(names)):
+                name = names[(number + offset) % len(names)]
+                started = time.perf_counter()
+                paths[name](text)
+                samples[name][-1].append((time.perf_counter() - started) * 1000.0)
+    return samples
 
 
 def measure(package: Path, texts: list[str], rounds: int) -> dict[str, dict[str, Any]]:
-    import httpx
-
     import engine
 
     deployment = engine.load(str(package), number_of_allocations=1, threads_per_allocation=1, cache_size=0)
     port = free_port()
     server = start_server(package, 1, port)
-    samples: dict[str, list[list[float]]] = {}
+    run_async, close_loop = in_loop(lambda text: deployment.ainfer(text))
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            def post(path: str, body: Callable[[str], dict[str, Any]]) -> Callable[[str], Any]:
-                def call(text: str) -> Any:
-                    response = client.post(path, json=body(text))
-                    response.raise_for_status()
-                    return response.content
-                return call
+        post = keep_alive_post(port)
 
-            paths: dict[str, Callable[[str], Any]] = {
-                "bare ORT (tokenize + session.run)": bare_session(package),
-                "Deployment.infer": deployment.infer,
-                "HTTP /embed": post("/embed", lambda text: {"inputs": text, "model": "bench"}),
-                "HTTP /v1/embeddings": post("/v1/embeddings", lambda text: {"input": text, "model": "bench"}),
-                "HTTP _infer": post("/_ml/trained_models/bench/_infer", lambda text: {"docs": [{"text_field": text}]}),
-            }
-            for _ in range(rounds):
-                for name, call in paths.items():
-                    samples.setdefault(name, []).append(latencies(call, texts))
+        def route(path: str, body: Callable[[str], dict[str, Any]]) -> Callable[[str], Any]:
+            return lambda text: post(path, json.dumps(body(text)).encode())
+
+        paths: dict[str, Callable[[str], Any]] = {
+            "bare ORT (tokenize + session.run)": bare_session(package),
+            "Deployment.infer": deployment.infer,
+            "Deployment.ainfer (on an event loop)": run_async,
+            "HTTP /embed": route("/embed", lambda text: {"inputs": text, "model": "bench"}),
+            "HTTP /v1/embeddings": route("/v1/embeddings", lambda text: {"input": text, "model": "bench"}),
+            "HTTP _infer": route("/_ml/trained_models/bench/_infer", lambda text: {"docs": [{"text_field": text}]}),
+        }
+        samples = interleaved(paths, texts, rounds)
     finally:
+        close_loop()
         deployment.stop()
         server.terminate()
         server.wait(timeout=60)
     results = {}
     for name, runs in samples.items():
-        per_round = [{"p50": statistics.median(run), "p90": percentile(run, 0.9), "p99": percentile(run, 0.99)}
-                     for run in runs]
-        results[name] = {key: statistics.median(r[key] for r in per_round) for key in ("p50", "p90", "p99")}
-        results[name]["p50_rounds"] = [r["p50"] for r in per_round]
+        every = [value for run in runs for value in run]
+        results[name] = {"p50": statistics.median(every), "p90": percentile(every, 0.9),
+                         "p99": percentile(every, 0.99), "p50_rounds": [statistics.median(run) for run in runs]}
     return results
 
 
@@ -112,8 +146,9 @@ def markdown(results: dict[str, dict[str, Any]], settings: dict[str, Any]) -> st
     bare = results["bare ORT (tokenize + session.run)"]["p50"]
     inproc = results["Deployment.infer"]["p50"]
     lines = [f"`{settings['command']}` — {settings['requests']} single-query requests per path and round "
-             f"({settings['corpus']}, {settings['mean_words']:.1f} words), {settings['rounds']} alternating rounds, "
-             f"1 allocation × 1 thread, cache off; load average {settings['load']:.2f} at start.", "",
+             f"({settings['corpus']}, {settings['mean_words']:.1f} words), {settings['rounds']} rounds, paths interleaved "
+             f"per query, 1 allocation × 1 thread, cache off; load average {settings['load']:.2f} at the start, "
+             f"{settings['load_end']:.2f} at the end.", "",
              "| path | p50 ms | p90 ms | p99 ms | p50 per round | p50 ÷ bare ORT | p50 − in-process ms |",
              "|---|---:|---:|---:|---|---:|---:|"]
     for name, row in results.items():
@@ -165,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 "corpus": args.corpus, "rounds": args.rounds, "mean_words": statistics.mean(len(t.split()) for t in texts),
                 "load": os.getloadavg()[0]}
     results = measure(package, texts, args.rounds)
+    settings["load_end"] = os.getloadavg()[0]
     print(markdown(results, settings))
     if args.json:
         args.json.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
