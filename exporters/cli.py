@@ -74,6 +74,14 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "classification/token argmax agreement); the guard keeps the most sensitive nodes in fp32 until it "
         "does. Lower it to trade accuracy for speed; the measured agreement is in engine.json either way",
     )
+    parser.add_argument(
+        "--accuracy-tail",
+        type=float,
+        default=os.environ.get("ENGINE_EXPORT_ACCURACY_TAIL"),
+        help="what the 1st percentile of every length bucket (short queries, sentences, passages) must reach, "
+        "in [0, 1] (default: cosine 0.96 for embeddings, none for labels); raise it for a stricter worst case "
+        "at the price of nodes kept in fp32",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     parser.add_argument(
         "--trust-remote-code",
@@ -114,6 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
             retribert_tower=args.tower,
             revision=args.revision,
             accuracy_threshold=None if args.accuracy_threshold is None else float(args.accuracy_threshold),
+            accuracy_tail=None if args.accuracy_tail is None else float(args.accuracy_tail),
             progress=not args.quiet,
         )
     except EngineError as error:

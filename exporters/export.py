@@ -76,6 +76,10 @@ class ExportOptions:
             (None: 0.99, text_classification 0.995). An explicit value is used as given: 0 accepts
             any int8 graph that also meets the tail (the 1st percentile per bucket; see
             ``exporters.quantize.DEFAULT_TAIL_THRESHOLDS``).
+        accuracy_tail: what the 1st percentile of every length bucket must reach, in [0, 1] (None:
+            the metric's default, cosine 0.96; labels 0). Raise it for a stricter worst case at the
+            price of nodes kept fp32; ``accuracy_threshold=0, accuracy_tail=0`` ships the all-int8
+            graph as it comes.
         progress: print stage lines on stderr.
     """
 
@@ -90,6 +94,7 @@ class ExportOptions:
     retribert_tower: str = "query"
     revision: str | None = None
     accuracy_threshold: float | None = None
+    accuracy_tail: float | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -101,10 +106,10 @@ class ExportOptions:
             )
         if self.retribert_tower not in RETRIBERT_TOWERS:
             raise ExportError(f"[tower] must be one of {RETRIBERT_TOWERS}; got [{self.retribert_tower}]")
-        if self.accuracy_threshold is not None and not 0.0 <= self.accuracy_threshold <= 1.0:
-            raise ExportError(
-                f"[accuracy_threshold] must be between 0 and 1 (an agreement share); got [{self.accuracy_threshold}]"
-            )
+        for name in ("accuracy_threshold", "accuracy_tail"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ExportError(f"[{name}] must be between 0 and 1 (an agreement share); got [{value}]")
         if self.task is not None and self.task not in registry.ALL_TASKS:
             raise ExportError(
                 f"unknown task [{self.task}]; expected one of {', '.join(sorted(registry.ALL_TASKS))}"
@@ -317,6 +322,7 @@ def _quantize(
     task: str,
     input_names: tuple[str, ...],
     threshold: float,
+    tail: float | None,
     progress: _Progress,
 ) -> dict[str, Any]:
     """int8 through the quantiser's guard. When no int8 graph reaches the agreement threshold the
@@ -333,6 +339,7 @@ def _quantize(
                 threshold,
                 progress=progress.enabled,
                 held_out=_calibration_feeds(tokenizer, task, input_names, "held_out"),
+                tail_threshold=tail,
             )
         )
     if block.get("reached_threshold", True):
@@ -428,7 +435,9 @@ def _write_graph(
         threshold = settings.accuracy_threshold
         if threshold is None:
             threshold = DEFAULT_ACCURACY_THRESHOLDS.get(task, registry.QUANTIZATION_THRESHOLD)
-        quantization = _quantize(fp32, graph, tokenizer, task, input_names, threshold, progress)
+        quantization = _quantize(
+            fp32, graph, tokenizer, task, input_names, threshold, settings.accuracy_tail, progress
+        )
     else:
         copy_graph(fp32, graph)
         quantization = {"mode": "none"}

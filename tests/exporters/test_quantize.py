@@ -220,12 +220,32 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiny-models")
 
 
-@pytest.mark.parametrize("threshold", [-0.01, 1.01, float("nan")])
-def test_out_of_range_accuracy_threshold_is_refused(threshold: float) -> None:
+@pytest.mark.parametrize("option", ["accuracy_threshold", "accuracy_tail"])
+@pytest.mark.parametrize("value", [-0.01, 1.01, float("nan")])
+def test_out_of_range_accuracy_options_are_refused(option: str, value: float) -> None:
     from exporters.export import ExportOptions
 
-    with pytest.raises(ExportError, match=r"\[accuracy_threshold\] must be between 0 and 1"):
-        ExportOptions(accuracy_threshold=threshold)
+    with pytest.raises(ExportError, match=rf"\[{option}\] must be between 0 and 1"):
+        ExportOptions(**{option: value})
+
+
+def test_accuracy_tail_is_the_guards_tail(tiny_root: Path, tmp_path: Path) -> None:
+    """``accuracy_tail`` reaches the guard: 0 with a mean threshold of 0 takes the all-int8 graph,
+    1.0 (every text of every bucket identical to fp32) makes it keep nodes fp32."""
+    from engine.manifest import read_manifest
+    from exporters import export
+    from tests.tiny_models import build_tiny_model
+
+    source = build_tiny_model("bert", "text_embedding", tiny_root)
+    loose = export(
+        source, tmp_path / "loose", quantize="int8", accuracy_threshold=0.0, accuracy_tail=0.0, progress=False
+    )
+    block = read_manifest(loose).quantization
+    assert block["agreement"]["tail_threshold"] == 0.0 and block["kept_fp32"] == []
+    strict = export(source, tmp_path / "strict", quantize="int8", accuracy_tail=1.0, progress=False)
+    block = read_manifest(strict).quantization
+    guard = block.get("int8_rejected", block)  # fp32 shipped when no int8 graph reached it
+    assert guard["agreement"]["tail_threshold"] == 1.0 and guard["kept_fp32"]
 
 
 def test_accuracy_threshold_zero_is_used_as_given(tiny_root: Path, tmp_path: Path) -> None:
