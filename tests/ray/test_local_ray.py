@@ -146,6 +146,9 @@ def test_engine_serve_on_ray_answers_like_a_local_deployment(embedder: engine_ra
     texts = corpus(6)
     with engine.load(str(minilm_package), task="text_embedding", threads_per_allocation=1) as local:
         expected = local.infer(texts)
+        truncate = local.package.manifest.tokenization.truncate
+        tokens = sum(len(window.input_ids) for text in texts
+                     for window in local.package.tokenizer.single(text, truncate, -1).windows)
     vectors = [result["predicted_value"] for result in expected]
     server = start_server(["--ray", "--ray-address", ray.get_runtime_context().gcs_address, "--model",
                            f"minilm={minilm_package}", "--api-key", API_KEY], tmp_path / "server.log")
@@ -161,6 +164,7 @@ def test_engine_serve_on_ray_answers_like_a_local_deployment(embedder: engine_ra
             openai = client.post("/v1/embeddings", json={"input": texts, "model": "minilm"})
             assert openai.status_code == 200, openai.text
             assert_same_results([item["embedding"] for item in openai.json()["data"]], vectors)
+            assert openai.json()["usage"]["prompt_tokens"] == tokens  # counted by the server: Ray reports none
             # errors keep their status and type across Ray and HTTP
             missing = client.post("/_ml/trained_models/nope/_infer", json={"docs": [{"text_field": "x"}]})
             assert missing.status_code == 404 and missing.json()["error"]["type"] == "resource_not_found_exception"
