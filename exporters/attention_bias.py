@@ -1,10 +1,11 @@
-"""Fuse self-attention that adds a position bias to its scores (MPNet) into ``MultiHeadAttention``.
+"""Fuse the self-attention ONNX Runtime's bert fuser leaves unfused (MPNet, MobileBERT) into ``MultiHeadAttention``.
 
-ONNX Runtime's bert fuser knows ``Softmax(QKᵀ / √d + mask)``; MPNet computes
-``Softmax(QKᵀ / √d + position_bias + mask)``, with one relative-position bias and one additive mask
-shared by every layer, and the fuser leaves its attention as ~20 separate operators per layer. Here each
-such layer becomes one ``com.microsoft.MultiHeadAttention`` whose ``attention_bias`` input is
-``position_bias + mask``, summed once for all layers, so the scores see the same additions as PyTorch.
+The fuser knows ``Softmax(QKᵀ / √d + mask)`` with Q, K and V projected from one input. MPNet computes
+``Softmax(QKᵀ / √d + position_bias + mask)`` (one relative-position bias and one additive mask shared by
+every layer); MobileBERT projects Q and K from its bottleneck but V from the layer input. The fuser leaves
+either as ~20 separate operators per layer. Here each such layer becomes one
+``com.microsoft.MultiHeadAttention`` (separate Q, K and V inputs) whose ``attention_bias`` input is the sum
+of the added terms, computed once for all layers, so the scores see the same additions as PyTorch.
 
 ``MultiHeadAttention`` rather than ``Attention``: the Q, K and V projections stay plain ``MatMul`` nodes
 that the int8 quantiser turns into int8 GEMMs, while its ``QAttention`` has no ``attention_bias`` input
@@ -22,7 +23,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 # hidden states are fine (MPNet's bias is sized from them), anything else means a term computed from
 # the layer's own queries or keys (DeBERTa's disentangled attention), which attention_bias cannot express.
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
-ADDED_TERMS = 2  # the position bias and the mask
+MAX_ADDED_TERMS = 2  # the mask, and a position bias
 
 
 def fuse_attention_with_bias(model: OnnxModel, num_heads: int) -> int:
@@ -49,14 +50,14 @@ def _match(model: OnnxModel, softmax: NodeProto, producers: dict[str, NodeProto]
     """The nodes of one ``Softmax(MatMul(Q, Kᵀ) / c + term + term) @ V`` attention, or None."""
     consumers = model.input_name_to_nodes()
     scores, terms, chain = softmax.input[0], [], []
-    while (node := producers.get(scores)) is not None and node.op_type == "Add" and len(terms) < ADDED_TERMS:
+    while (node := producers.get(scores)) is not None and node.op_type == "Add" and len(terms) < MAX_ADDED_TERMS:
         chain.append(node)
         # The scores side continues up the chain; the other input is one added term.
         left = producers.get(node.input[0])
         side = 0 if left is not None and left.op_type in ("Add", "Div") else 1
         scores, terms = node.input[side], [*terms, node.input[1 - side]]
     div = producers.get(scores)
-    if len(terms) != ADDED_TERMS or div is None or div.op_type != "Div":
+    if not terms or div is None or div.op_type != "Div":
         return None
     divisor = model.get_constant_value(div.input[1])
     qk = producers.get(div.input[0])
@@ -75,7 +76,7 @@ def _match(model: OnnxModel, softmax: NodeProto, producers: dict[str, NodeProto]
         return None
     roots = {path[-1].input[0] for path in (q, k, v)}
     biases = [_bias(model, path[2], path[3]) for path in (q, k, v)]
-    if len(roots) != 1 or any(bias is None for bias in biases):
+    if any(bias is None for bias in biases):
         return None
     if any(_depends_on(term, roots, producers) for term in terms):
         return None
@@ -130,8 +131,24 @@ def _depends_on(name: str, roots: set[str], producers: dict[str, NodeProto]) -> 
 
 
 def _add_bias_sum(model: OnnxModel, terms: tuple[str, ...]) -> str:
-    name = model.create_node_name("Add", "AttentionBiasSum")
-    model.add_node(helper.make_node("Add", list(terms), [f"{name}_output"], name))
+    """``attention_bias`` for ``terms``: their sum, broadcast to ``[batch, heads or 1, T, T]``.
+
+    MultiHeadAttention wants the query axis spelled out, which a padding mask (``[batch, 1, 1, T]``)
+    leaves at 1, so the sum is expanded against ``[1, 1, T, 1]`` (a no-op for a full position bias)."""
+    name = model.create_node_name("Add", "AttentionBias")
+    total = terms[0]
+    if len(terms) > 1:
+        total = f"{name}_sum"
+        model.add_node(helper.make_node("Add", list(terms), [total], f"{name}_Add"))
+    for constant, value in (("one", [1]), ("last", [-1]), ("end", [2**62])):
+        model.add_initializer(numpy_helper.from_array(np.array(value, dtype=np.int64), f"{name}_{constant}"))
+    model.add_node(helper.make_node("Shape", [total], [f"{name}_shape"], f"{name}_Shape"))
+    model.add_node(helper.make_node(
+        "Slice", [f"{name}_shape", f"{name}_last", f"{name}_end"], [f"{name}_keys"], f"{name}_Slice"))
+    model.add_node(helper.make_node(
+        "Concat", [f"{name}_one", f"{name}_one", f"{name}_keys", f"{name}_one"], [f"{name}_target"],
+        f"{name}_Concat", axis=0))
+    model.add_node(helper.make_node("Expand", [total, f"{name}_target"], [f"{name}_output"], f"{name}_Expand"))
     return f"{name}_output"
 
 

@@ -92,3 +92,20 @@ def test_bad_arguments_raise_export_error(splade_onnx: Path, tmp_path: Path) -> 
         optimize_graph(tmp_path / "missing.onnx", tmp_path / "out.onnx", "bert", 2, 128)
     with pytest.raises(ExportError, match="positive"):
         optimize_graph(splade_onnx, tmp_path / "out.onnx", "bert", 0, 128)
+
+
+def test_graph_without_a_known_pattern_is_copied_unfused(tmp_path: Path) -> None:
+    """A graph the fusers cannot read as a transformer (one MatMul) ships as it is, with the reason."""
+    from onnx import TensorProto, helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["y"])], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [weight],
+    )
+    src, dst = tmp_path / "plain.onnx", tmp_path / "out.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    block = optimize_graph(src, dst, "bert", num_heads=2, hidden_size=4)
+    assert block["fused"] is False and "matched no pattern" in block["reason"]
+    assert dst.read_bytes() == src.read_bytes()
