@@ -2,6 +2,7 @@
 
     python -m bench.bench_sizes [--cases distilbert-ner,bert-cls,...] [--limit 200] [--repeats 3]
                                 [--home DIR] [--json OUT]
+    python -m bench.bench_sizes --packages before=DIR,after=DIR [--task ner] [--corpus conll] [--limit 300]
 
 Throughput depends on a model's size, not its training (MODELS.md), so every model here has random
 weights of the real architecture's size, built from the ``transformers`` config defaults (base sizes:
@@ -12,6 +13,11 @@ GEMM is int8) and cached under ``--home`` (default ``$ENGINE_HOME/sizes``). Each
 (2 allocations × 1 thread, the engine's default budgets) and then the ``transformers`` pipeline (PyTorch
 fp32, every allowed core, batch 32) in a child process, on the same texts, medians of ``--repeats``, and
 reports both as docs/s and as a share of the int8 GEMM limit measured in the same run (bench/limits.py).
+
+``--packages`` compares packages of one model side by side instead (fused or not, fp32 or int8): the
+engine alone, on the same texts, in rounds that run every package once each (so a change in the machine's
+load hits all of them alike), medians over ``--repeats`` rounds, as docs/s and as the engine process's CPU
+time per text (what the package costs, which other jobs on a shared machine disturb far less than wall time).
 
 Cases: ``distilbert-ner`` (sentences), ``bert-cls`` (sentences), ``mpnet-embed`` (passages),
 ``bert-cls-512`` (passages joined to ~512 tokens), ``bert-qa-2000`` (one question over ~2,000-token
@@ -24,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +158,47 @@ def run_case(case: Case, home: Path, limit: int, repeats: int, allocations: int,
             "rows": rows, "engine_over_pipeline": engine_row["docs_per_s"] / pipeline_row["docs_per_s"]}
 
 
+def compare_packages(packages: dict[str, str], task: str, texts: list[str], rounds: int, allocations: int,
+                     threads: int) -> list[dict[str, Any]]:
+    """Each package's docs/s per round (every package once per round, in order), with its fused operators."""
+    from engine.manifest import read_manifest
+
+    from .throughput import BenchConfig, allowed_cores, bench_engine
+
+    config = BenchConfig(allocations, threads, 2048, max(4, allocations), 32)
+    rates: dict[str, list[float]] = {name: [] for name in packages}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in packages}
+    for _ in range(rounds):
+        for name, path in packages.items():
+            (measurement,) = bench_engine(path, task, texts, [config], 1, {},
+                                          progress=lambda line: print(line, file=sys.stderr))
+            rates[name].append(measurement.docs_per_s)
+            cpu_ms[name].append(1000.0 * measurement.cpu_utilisation * allowed_cores() / measurement.docs_per_s)
+    rows = []
+    for name, path in packages.items():
+        manifest = read_manifest(Path(path))
+        rows.append({"package": name, "path": path, "config": config.label(), "texts": len(texts),
+                     "fusions": manifest.optimization.get("fusions", {}),
+                     "quantization": manifest.quantization.get("mode"), "rounds": rates[name],
+                     "docs_per_s": statistics.median(rates[name]), "cpu_ms_rounds": cpu_ms[name],
+                     "cpu_ms_per_text": statistics.median(cpu_ms[name]), "load_average": os.getloadavg()[0]})
+    return rows
+
+
+def packages_markdown(rows: list[dict[str, Any]]) -> str:
+    first = rows[0]
+    lines = ["| package | quantization | attention fused | docs/s (median) | rounds | CPU ms per text (median) "
+             "| rounds | first ÷ this (CPU) |", "|---|---|---|---:|---|---:|---|---:|"]
+    for row in rows:
+        attention = {op: n for op, n in row["fusions"].items() if "Attention" in op} or "none"
+        rounds = ", ".join(f"{rate:.1f}" for rate in row["rounds"])
+        cpu_rounds = ", ".join(f"{ms:.1f}" for ms in row["cpu_ms_rounds"])
+        lines.append(f"| {row['package']} | {row['quantization']} | {attention} | {row['docs_per_s']:.1f} | "
+                     f"{rounds} | {row['cpu_ms_per_text']:.1f} | {cpu_rounds} | "
+                     f"{first['cpu_ms_per_text'] / row['cpu_ms_per_text']:.2f}× |")
+    return "\n".join(lines)
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| case | texts | GOP/doc | system | docs/s | share of int8 limit | share of package limit | engine ÷ pipeline |",
              "|---|---:|---:|---|---:|---:|---:|---:|"]
@@ -174,7 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="cache of models and packages")
     parser.add_argument("--build-only", action="store_true", help="build and export the packages, measure nothing")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--packages", default=None,
+                        help="NAME=DIR,... packages of one model to compare side by side (instead of --cases)")
+    parser.add_argument("--task", default="ner", help="the packages' task (with --packages)")
+    parser.add_argument("--corpus", default="conll", help="texts for --packages (a corpus name or file)")
     args = parser.parse_args(argv)
+    if args.packages:
+        packages = dict(item.split("=", 1) for item in args.packages.split(",") if item.strip())
+        rows = compare_packages(packages, args.task, load_corpus(args.corpus, args.limit), args.repeats,
+                                args.allocations, args.threads)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        print(packages_markdown(rows))
+        return 0
     home = args.home or Path(os.environ.get("ENGINE_HOME", Path.home() / ".cache" / "engine")) / "sizes"
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = sorted(set(names) - set(CASES))
