@@ -6,17 +6,22 @@ owns a bounded priority queue of texts and ``number_of_allocations`` worker thre
 Each worker (an *allocation*) owns one ONNX Runtime session pinned to its own cores and loops: take
 a batch from the queue under a token budget, run it, hand every text its outputs. The caller's
 thread does the task's ``parse_config`` and ``prepare`` before anything is queued and ``finish``
-after, so the workers only ever run graphs. Semantics follow Elasticsearch (ELASTIC_REFERENCE.md
-§5.5, §6): queue capacity counts texts, a full queue answers 429, an expired timer 408, a failed
-batch 500 for the requests in that batch only, a stop cancels with 409.
+after, so the workers only ever run graphs. One exception, for latency: a blocking ``infer`` without
+a timeout whose one text is all that is queued, while an allocation is idle, borrows that allocation
+and runs the batch on its own thread (pinned to the allocation's cores for the run; the worker takes
+nothing meanwhile): no hand-off to the worker and back, two thread wake-ups that on a busy host each
+wait for a core. ``ainfer`` never does (the event loop must not block on a graph). Semantics follow
+Elasticsearch (ELASTIC_REFERENCE.md §5.5, §6): queue capacity counts texts, a full queue answers 429,
+an expired timer 408, a failed batch 500 for the requests in that batch only, a stop cancels with 409.
 
 Threads and cores
 -----------------
 Who runs where, and why the cores are never oversubscribed by the engine:
 
 * ONNX Runtime: each allocation has ``threads_per_allocation`` intra-op threads, the worker thread
-  itself plus ``threads - 1`` pool threads, all pinned to that allocation's own cores (disjoint from
-  every other allocation's, taken from ``os.sched_getaffinity``). ``inter_op_num_threads`` is 1
+  itself (or the caller that borrowed the allocation) plus ``threads - 1`` pool threads, all pinned
+  to that allocation's own cores (disjoint from every other allocation's, taken from
+  ``os.sched_getaffinity``). ``inter_op_num_threads`` is 1
   with the sequential executor (no inter-op pool) and spinning is off, so an idle allocation sleeps.
   The ES clamping rules keep ``allocations × threads`` within the allowed set except where they
   round up (engine/cores.py); then the allocations that find no free cores run unpinned.
@@ -101,6 +106,9 @@ class _Allocation:
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+        self.session: Any = None  # set once the worker opened it
+        self.busy = False  # its worker holds a batch (guarded by the deployment's lock)
+        self.lent = False  # a caller runs a batch on its session and cores; its worker takes nothing
 
 
 class Deployment:
@@ -151,6 +159,7 @@ class Deployment:
         self._allocations: list[_Allocation] = []
         self._allocation_numbers = itertools.count()
         self._restarts = 0  # allocations replaced after their worker died (stats "allocation_restarts")
+        self._lent_runs = 0  # batches callers run on lent allocations now (see _lend_held)
         self._target_allocations = 0
         self._state = "starting"
         self._drain = True
@@ -203,8 +212,47 @@ class Deployment:
         """
         if wait_for_room:
             return self._infer_in_windows(check_request(texts, timeout, priority), timeout, priority, config)
-        request, cfg, prepared = self._submit(texts, timeout, priority, config)
+        # Without a timeout a lone request may run on this thread (see _lend_held): it is never cut short.
+        request, cfg, prepared = self._submit(texts, timeout, priority, config,
+                                              run_here=timeout is None and self.config.priority != "low")
         return self._collect(request, cfg, prepared)
+
+    def _lend_held(self, request: Request) -> tuple[_Allocation, list[tuple[Entry, int]]] | None:
+        """An idle allocation and ``request``'s batch, when its one text is all that is queued (lock
+        held): the caller runs it itself (:meth:`_run_lent`), with no hand-off to a worker and back (two
+        thread wake-ups, each waiting for a core on a busy host). None: the workers serve it."""
+        allocation = next((candidate for candidate in self._allocations
+                           if candidate.session is not None and not candidate.busy and not candidate.lent
+                           and not candidate.retiring), None)
+        if allocation is None or self._state != "started":
+            return None
+        rows = self._scheduler.take_lone_batch_held(request)
+        if not rows:
+            return None
+        allocation.lent = True
+        self._lent_runs += 1
+        return allocation, rows
+
+    def _run_lent(self, allocation: _Allocation, rows: list[tuple[Entry, int]]) -> None:
+        """Run a batch on a lent allocation's session from the caller's thread, pinned to the
+        allocation's cores for the run, so the engine still computes on ``allocations × threads``
+        threads on their own cores; its worker takes nothing until the allocation is given back. Only
+        for calls without a timeout (the run cannot be cut short to answer 408) and not on a
+        low-priority deployment (the caller's thread keeps its own priority)."""
+        pinned = allocation.cores if allocation.cores is not None and self.config.pin_threads else None
+        own_cores = os.sched_getaffinity(0) if pinned is not None and hasattr(os, "sched_getaffinity") else None
+        try:
+            if pinned is not None:
+                pin_current_thread(pinned)
+            self._run_batch(allocation.session, rows)
+        finally:
+            if own_cores is not None:
+                os.sched_setaffinity(0, own_cores)
+            with self._cond:
+                allocation.lent = False
+                self._lent_runs -= 1
+                if self._scheduler.queue.live or self._state != "started":
+                    self._cond.notify_all()  # its worker may take what was queued meanwhile; a stop may go on
 
     def _infer_in_windows(self, texts: list[str], timeout: float | None, priority: str,
                           config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -288,7 +336,10 @@ class Deployment:
             raise
 
     def _submit(self, texts: str | Sequence[str], timeout: float | None, priority: str,
-                config: Mapping[str, Any], wait_for_room: bool = False) -> tuple[Request, Any, list[Any]]:
+                config: Mapping[str, Any], wait_for_room: bool = False,
+                run_here: bool = False) -> tuple[Request, Any, list[Any]]:
+        """Tokenise and queue; with ``run_here``, a lone request's batch runs on this thread before
+        this returns (see :meth:`_lend_held`)."""
         texts = check_request(texts, timeout, priority)
         self._check_running()
         runner = self.package.runner
@@ -312,7 +363,16 @@ class Deployment:
                 request.outputs[index] = []
                 continue
             entries.append(Entry(request, index, item.windows, rank, key))
-        self._scheduler.admit(request, entries, timeout, wait_for_room, self._check_started)
+        if not run_here:
+            self._scheduler.admit(request, entries, timeout, wait_for_room, self._check_started)
+            return request, cfg, prepared
+        with self._cond:
+            self._scheduler.admit(request, entries, timeout, wait_for_room, self._check_started, wake_workers=False)
+            lent = self._lend_held(request) if request.state == "pending" else None
+            if lent is None:
+                self._cond.notify_all()  # what admit left to do: the workers serve it
+        if lent is not None:
+            self._run_lent(*lent)
         return request, cfg, prepared
 
     def _check_running(self) -> None:
@@ -350,6 +410,7 @@ class Deployment:
             self._cores.release(allocation.cores)
             allocation.ready.set()
             return
+        allocation.session = session
         allocation.ready.set()
         def done() -> bool:  # checked under the lock
             return allocation.retiring or (
@@ -358,7 +419,10 @@ class Deployment:
         died = False
         try:
             while True:
-                rows = self._scheduler.next_batch(done)
+                with self._cond:  # so a caller never sees the allocation idle while it holds a batch
+                    allocation.busy = False
+                    rows = self._scheduler.next_batch(done, lambda: allocation.lent)
+                    allocation.busy = bool(rows)
                 if not rows:
                     return
                 self._run_batch(session, rows)
@@ -371,7 +435,7 @@ class Deployment:
                 restart = died and not allocation.retiring and self._state == "started"
                 if restart:
                     self._restarts += 1
-                self._cond.notify_all()
+                self._scheduler.wake_all_held()
             self._cores.release(allocation.cores)
             if restart:
                 self._launch()
@@ -423,7 +487,7 @@ class Deployment:
                 retiring = serving[wanted:]
                 for allocation in retiring:
                     allocation.retiring = True
-                self._cond.notify_all()
+                self._scheduler.wake_all_held()
             for allocation in retiring:
                 if allocation.thread is not None:
                     allocation.thread.join()
@@ -521,7 +585,7 @@ class Deployment:
             self._drain = self._drain and drain  # a later stop(drain=False) cuts a drain short
             if not self._drain:
                 self._scheduler.cancel_held(DeploymentStopped(STOPPING_MESSAGE), queued_only=True)
-            self._cond.notify_all()
+            self._scheduler.wake_all_held()  # workers see the stop, callers waiting for room are refused
         if already:
             self._join_workers()
             return
@@ -532,6 +596,8 @@ class Deployment:
             adaptive_thread.join()
         self._join_workers()
         with self._cond:
+            while self._lent_runs:  # a batch a caller runs is a running batch: it finishes either way
+                self._cond.wait()
             # nothing is left to serve them
             self._scheduler.cancel_held(DeploymentStopped(STOPPING_MESSAGE), queued_only=False)
             self._state = "stopped"

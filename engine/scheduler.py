@@ -196,7 +196,12 @@ class Scheduler:
     """
 
     def __init__(self, queue: RequestQueue, stats: DeploymentStats) -> None:
-        self.cond = threading.Condition()  # reentrant: a settle inside a locked section is fine
+        lock = threading.RLock()  # reentrant: a settle inside a locked section is fine
+        # Two conditions on the one lock: the workers wait on ``cond`` for batches (and the deployment
+        # for its own state), callers on ``room`` for space in the queue; so a request that settles does
+        # not wake an idle worker (on a busy host every needless wake-up costs the waker its core).
+        self.cond = threading.Condition(lock)
+        self.room = threading.Condition(lock)
         self.queue = queue
         self.stats = stats
         self.pending_texts = 0
@@ -205,13 +210,15 @@ class Scheduler:
     # -- callers -------------------------------------------------------------------------------
 
     def admit(self, request: Request, entries: list[Entry], timeout: float | None, wait_for_room: bool,
-              check_open: Callable[[], None]) -> None:
+              check_open: Callable[[], None], wake_workers: bool = True) -> None:
         """Queue all of a request's entries, or none.
 
         Args:
             wait_for_room: wait until they fit instead of failing.
             check_open: raises when the deployment no longer takes requests (called under the lock,
                 before and after every wait).
+            wake_workers: False when the caller, holding the lock, may take the batch itself; it then
+                wakes the workers (``cond.notify_all()``) if it does not.
 
         Raises:
             QueueFull: they do not all fit now (and ``wait_for_room`` is false).
@@ -219,7 +226,7 @@ class Scheduler:
         with self.cond:
             check_open()
             while wait_for_room and not self.queue.has_room(len(entries)):
-                self.cond.wait()  # woken when a batch is taken or a request settles
+                self.room.wait()  # woken when a batch is taken, a request settles, or a stop begins
                 check_open()
             if not self.queue.offer(entries):
                 self.stats.record_rejected(len(entries))
@@ -232,7 +239,8 @@ class Scheduler:
             self.pending_texts += len(entries)
             if entries:
                 self._pending_requests.add(request)
-                self.cond.notify_all()
+                if wake_workers:
+                    self.cond.notify_all()
             else:
                 self.settle_held(request, None)
 
@@ -276,13 +284,15 @@ class Scheduler:
         """End a request (lock held): drop its queued texts, wake its caller."""
         request.state = "done" if error is None else "failed"
         request.error = error
+        live = self.queue.live
         for entry in request.entries:
             self.queue.discard(entry)
             if not entry.settled:
                 entry.settled = True
                 self.pending_texts -= 1
         self._pending_requests.discard(request)
-        self.cond.notify_all()  # its queued texts left: callers waiting for room may go on
+        if self.queue.live != live:  # its queued texts left: callers waiting for room may go on, and
+            self.wake_all_held()     # workers draining for a stop may find the queue empty
         request.done.set()
         for callback in request.callbacks:
             try:
@@ -290,6 +300,12 @@ class Scheduler:
             except Exception:  # a closed event loop must not break the worker that completed the request
                 log.exception("inference completion callback failed")
         request.callbacks.clear()
+
+    def wake_all_held(self) -> None:
+        """Wake every waiter, workers and callers waiting for room (lock held): the queue or the
+        deployment's state changed in a way either may be waiting for."""
+        self.cond.notify_all()
+        self.room.notify_all()
 
     def cancel_held(self, error: EngineError, queued_only: bool) -> None:
         """Fail pending requests (lock held): those with texts still queued, or all of them."""
@@ -299,17 +315,29 @@ class Scheduler:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def next_batch(self, done: Callable[[], bool]) -> list[tuple[Entry, int]]:
-        """The next batch for a worker, waiting for one; ``[]`` once ``done()`` (checked under the lock)."""
+    def next_batch(self, done: Callable[[], bool],
+                   paused: Callable[[], bool] | None = None) -> list[tuple[Entry, int]]:
+        """The next batch for a worker, waiting for one; ``[]`` once ``done()``. While ``paused()`` (its
+        allocation lent to a caller) it takes nothing. Both are checked under the lock."""
         with self.cond:
             while True:
                 if done():
                     return []
-                rows = self.queue.take_batch()
+                rows = [] if paused is not None and paused() else self.queue.take_batch()
                 if rows:
-                    self.cond.notify_all()  # the queue has room again
+                    self.wake_all_held()  # the queue has room again; a draining worker may find it empty
                     return rows
                 self.cond.wait()
+
+    def take_lone_batch_held(self, request: Request) -> list[tuple[Entry, int]]:
+        """The next batch when ``request``'s one text is all that is queued (lock held), else ``[]``: what
+        a caller may run on its own thread without passing anyone in the queue. A text too big for one
+        batch leaves its other rows queued, for the workers."""
+        if request.state != "pending" or self.queue.live != len(request.entries) or len(request.entries) != 1:
+            return []
+        if not request.entries[0].in_queue:
+            return []
+        return self.queue.take_batch()  # its head is the one live entry: this request's
 
     def complete(self, rows: list[tuple[Entry, int]], per_row: Outputs, error: EngineError | None,
                  elapsed: float) -> list[tuple[Any, Outputs]]:
@@ -331,7 +359,6 @@ class Scheduler:
                 for request in dict.fromkeys(entry.request for entry in failed):
                     if request.state == "pending":
                         self.settle_held(request, error)
-                self.cond.notify_all()
                 return to_cache
             for (entry, row), outputs in zip(rows, per_row, strict=True):
                 entry.row_outputs[row] = outputs
@@ -352,5 +379,4 @@ class Scheduler:
                 request.remaining -= 1
                 if request.remaining == 0:
                     self.settle_held(request, None)
-            self.cond.notify_all()
         return to_cache

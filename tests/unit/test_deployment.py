@@ -244,6 +244,7 @@ class Gate:
 
     def __init__(self, open_: bool = True) -> None:
         self.batches: list[list[tuple[int, ...]]] = []
+        self.threads: list[int] = []  # the thread that ran each batch
         self._open = threading.Event()
         if open_:
             self._open.set()
@@ -275,6 +276,7 @@ class GatedSession:
         ]
         with self._gate._lock:
             self._gate.batches.append(rows)
+            self._gate.threads.append(threading.get_ident())
         self._gate.entered.release()
         assert self._gate._open.wait(WAIT_S), "the test never opened the gate"
         if any(POISON_ID in row for row in rows):
@@ -472,6 +474,53 @@ def test_cancelling_ainfer_withdraws_its_queued_texts(package: FakePackage) -> N
 
         asyncio.run(main())
         assert [row for batch in gate.batches for row in batch] == [(1, word_id("first"), 2)]
+
+
+def test_a_lone_call_without_timeout_runs_on_the_callers_thread_on_the_allocations_cores(
+        package: FakePackage) -> None:
+    gate = Gate()
+    with gated(package, gate, pin_threads=True) as deployment:
+        own_cores = os.sched_getaffinity(0)
+        assert_result(deployment.infer(["alpha beta"])[0], "alpha beta")
+        assert gate.threads == [threading.get_ident()]  # no hand-off to the worker and back
+        assert os.sched_getaffinity(0) == own_cores  # pinned to the allocation's cores for the run only
+        assert_result(deployment.infer(["gamma"], timeout=WAIT_S)[0], "gamma")
+        assert gate.threads[1] != threading.get_ident()  # with a timeout the worker runs it (408 stays possible)
+        stats = deployment.stats()
+        assert stats["inference_count"] == 2 and stats["number_of_pending_requests"] == 0
+    low = Gate()
+    with gated(package, low, priority="low") as deployment:
+        deployment.infer(["alpha"])
+        assert low.threads and low.threads[0] != threading.get_ident()  # the worker's nice value applies
+
+
+def test_while_a_caller_runs_its_batch_the_worker_takes_nothing_and_then_serves_the_queue(
+        package: FakePackage, pool) -> None:
+    gate = Gate(open_=False)
+    with gated(package, gate) as deployment:
+        first = pool.submit(deployment.infer, ["alpha"])
+        gate.wait_entered()
+        second = submit_and_wait_queued(deployment, pool, ["beta gamma"])
+        time.sleep(0.05)
+        assert len(gate.batches) == 1  # the allocation is lent: one batch at a time on its cores
+        gate.open()
+        assert_result(first.result(WAIT_S)[0], "alpha")
+        assert_result(second.result(WAIT_S)[0], "beta gamma")
+        assert len(set(gate.threads)) == 2  # the first on its caller's thread, the second on the worker
+
+
+def test_stop_waits_for_a_batch_a_caller_runs(package: FakePackage, pool) -> None:
+    gate = Gate(open_=False)
+    deployment = gated(package, gate)
+    running = pool.submit(deployment.infer, ["alpha"])
+    gate.wait_entered()
+    stopping = pool.submit(deployment.stop)
+    time.sleep(0.05)
+    assert not stopping.done()  # a running batch finishes, whoever runs it
+    gate.open()
+    assert_result(running.result(WAIT_S)[0], "alpha")
+    stopping.result(WAIT_S)
+    assert deployment.state == "stopped"
 
 
 # -- the queue ---------------------------------------------------------------------------------------
