@@ -65,10 +65,32 @@ def run_load(call: Callable[[list[str]], Any], batches: list[list[str]], concurr
     }
 
 
-def start_server(package: Path, threads: int, port: int) -> subprocess.Popen:
+# Runs ``engine serve`` from another checkout's ``engine/`` (argv: the tree, the folder holding this
+# install's compiled ``engine._kernels``): past an editable install's import hook, the tree first on the path.
+LAUNCH_TREE = (
+    "import runpy, sys; tree, kernels = sys.argv[1:3]; del sys.argv[1:3]; "
+    "sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith('_editable')]; "
+    "sys.path.insert(0, tree); import engine; assert engine.__file__.startswith(tree), engine.__file__; "
+    "engine.__path__.append(kernels); "
+    "runpy.run_module('engine.server.cli', run_name='__main__', alter_sys=True)"
+)
+
+
+def start_server(package: Path, threads: int, port: int, tree: Path | None = None) -> subprocess.Popen:
+    """``engine serve`` on loopback with ``package`` started as ``bench`` (cache off); ``tree``: the
+    ``engine/`` of another checkout (say ``git archive <commit> engine | tar -x -C DIR``) instead of this one."""
+    if tree is None:
+        command = [sys.executable, "-m", "engine.server.cli"]
+    else:
+        import importlib.util
+
+        kernels = importlib.util.find_spec("engine._kernels")
+        if kernels is None or kernels.origin is None:
+            raise RuntimeError("engine._kernels is not built: the baseline tree borrows this install's")
+        command = [sys.executable, "-c", LAUNCH_TREE, str(Path(tree).resolve()), os.path.dirname(kernels.origin)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.server.cli", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        [*command, "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=REPO if tree is None else tree, env=dict(os.environ, PYTHONPATH=str(REPO if tree is None else tree)),
     )
     deadline = time.monotonic() + 120
     url = f"http://127.0.0.1:{port}"

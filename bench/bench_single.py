@@ -1,7 +1,7 @@
 """One short query at a time, one thread: what each layer adds between the bare ONNX Runtime session and HTTP.
 
     python -m bench.bench_single [--package DIR] [--corpus builtin-queries] [--requests 300] [--rounds 3]
-                                 [--json OUT] [--plot PNG]
+                                 [--baseline-tree DIR] [--json OUT] [--plot PNG]
 
 Paths, each sent the same queries one per request from one client, interleaved (every query goes
 through every path in turn, the order rotating, so a burst of load elsewhere hits every path alike);
@@ -14,7 +14,10 @@ p50/p90/p99 over all requests of all rounds, and each round's p50:
   awaits it (so the HTTP rows minus this one is what the web stack costs);
 * ``HTTP /embed``, ``HTTP /v1/embeddings``, ``HTTP _infer``: ``engine serve`` in a subprocess on
   loopback, the same deployment settings, one keep-alive connection of the standard library's
-  ``http.client`` (a lean client, so the rows measure the server rather than the client's Python).
+  ``http.client`` (a lean client, so the rows measure the server rather than the client's Python);
+* with ``--baseline-tree DIR`` (the ``engine/`` of an earlier commit: ``git archive <commit> engine | tar
+  -x -C DIR``), the same three routes again on a second server running that code, in the same
+  interleaved run: before and after side by side.
 
 The server and the client share the machine's cores, as a co-located caller would.
 """
@@ -107,33 +110,48 @@ def interleaved(paths: dict[str, Callable[[str], Any]], texts: list[str], rounds
     return samples
 
 
-def measure(package: Path, texts: list[str], rounds: int) -> dict[str, dict[str, Any]]:
+ROUTES: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
+    "/embed": ("/embed", lambda text: {"inputs": text, "model": "bench"}),
+    "/v1/embeddings": ("/v1/embeddings", lambda text: {"input": text, "model": "bench"}),
+    "_infer": ("/_ml/trained_models/bench/_infer", lambda text: {"docs": [{"text_field": text}]}),
+}
+
+
+def http_paths(port: int, suffix: str = "") -> dict[str, Callable[[str], Any]]:
+    """One single-query call per route on the server at ``port``, over one keep-alive connection."""
+    post = keep_alive_post(port)
+
+    def route(path: str, body: Callable[[str], dict[str, Any]]) -> Callable[[str], Any]:
+        return lambda text: post(path, json.dumps(body(text)).encode())
+
+    return {f"HTTP {name}{suffix}": route(path, body) for name, (path, body) in ROUTES.items()}
+
+
+def measure(package: Path, texts: list[str], rounds: int,
+            baseline_tree: Path | None = None) -> dict[str, dict[str, Any]]:
     import engine
 
     deployment = engine.load(str(package), number_of_allocations=1, threads_per_allocation=1, cache_size=0)
-    port = free_port()
-    server = start_server(package, 1, port)
+    servers = []
     run_async, close_loop = in_loop(lambda text: deployment.ainfer(text))
     try:
-        post = keep_alive_post(port)
-
-        def route(path: str, body: Callable[[str], dict[str, Any]]) -> Callable[[str], Any]:
-            return lambda text: post(path, json.dumps(body(text)).encode())
-
         paths: dict[str, Callable[[str], Any]] = {
             "bare ORT (tokenize + session.run)": bare_session(package),
             "Deployment.infer": deployment.infer,
             "Deployment.ainfer (on an event loop)": run_async,
-            "HTTP /embed": route("/embed", lambda text: {"inputs": text, "model": "bench"}),
-            "HTTP /v1/embeddings": route("/v1/embeddings", lambda text: {"input": text, "model": "bench"}),
-            "HTTP _infer": route("/_ml/trained_models/bench/_infer", lambda text: {"docs": [{"text_field": text}]}),
         }
+        baseline = [(baseline_tree, " (baseline tree)")] if baseline_tree is not None else []
+        for tree, suffix in [*baseline, (None, "")]:
+            port = free_port()
+            servers.append(start_server(package, 1, port, tree))
+            paths.update(http_paths(port, suffix))
         samples = interleaved(paths, texts, rounds)
     finally:
         close_loop()
         deployment.stop()
-        server.terminate()
-        server.wait(timeout=60)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=60)
     results = {}
     for name, runs in samples.items():
         every = [value for run in runs for value in run]
@@ -189,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default="builtin-queries")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="the engine/ of another checkout, served beside this one (before and after)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
@@ -199,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"command": " ".join(["python -m bench.bench_single", *sys.argv[1:]]), "requests": len(texts),
                 "corpus": args.corpus, "rounds": args.rounds, "mean_words": statistics.mean(len(t.split()) for t in texts),
                 "load": os.getloadavg()[0]}
-    results = measure(package, texts, args.rounds)
+    results = measure(package, texts, args.rounds, args.baseline_tree)
     settings["load_end"] = os.getloadavg()[0]
     print(markdown(results, settings))
     if args.json:
