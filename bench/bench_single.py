@@ -4,7 +4,8 @@
                                  [--baseline-tree DIR] [--json OUT] [--plot PNG]
 
 Paths, each sent the same queries one per request from one client, interleaved (every query goes
-through every path in turn, the order rotating, so a burst of load elsewhere hits every path alike);
+through every path in turn, in an order shuffled per query, so a burst of load elsewhere hits every
+path alike);
 p50/p90/p99 over all requests of all rounds, and each round's p50:
 
 * ``bare ORT``: the package's tokenizer (``tokenizers``, ``encode``) and ``session.run`` on a session
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -91,9 +93,11 @@ def in_loop(coroutine_function: Callable[[str], Any]) -> tuple[Callable[[str], A
 
 
 def interleaved(paths: dict[str, Callable[[str], Any]], texts: list[str], rounds: int) -> dict[str, list[list[float]]]:
-    """Milliseconds per call, per path and round: every query goes through every path in turn (the
-    order rotating from one query to the next), so load elsewhere on the machine hits all alike."""
+    """Milliseconds per call, per path and round: every query goes through every path in turn, in an
+    order shuffled per query (seeded), so load elsewhere on the machine hits all alike and no path
+    always follows the same one (a server still finishing its last answer slows the next call)."""
     names = list(paths)
+    order = random.Random(0)
     for text in texts[:10]:  # warm-up
         for name in names:
             paths[name](text)
@@ -101,9 +105,8 @@ def interleaved(paths: dict[str, Callable[[str], Any]], texts: list[str], rounds
     for _ in range(rounds):
         for name in names:
             samples[name].append([])
-        for number, text in enumerate(texts):
-            for offset in range(len(names)):
-                name = names[(number + offset) % len(names)]
+        for text in texts:
+            for name in order.sample(names, len(names)):
                 started = time.perf_counter()
                 paths[name](text)
                 samples[name][-1].append((time.perf_counter() - started) * 1000.0)
