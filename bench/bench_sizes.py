@@ -3,6 +3,7 @@
     python -m bench.bench_sizes [--cases distilbert-ner,bert-cls,...] [--limit 200] [--repeats 3]
                                 [--home DIR] [--json OUT]
     python -m bench.bench_sizes --packages before=DIR,after=DIR [--task ner] [--corpus conll] [--limit 300]
+                                [--graph-only]
 
 Throughput depends on a model's size, not its training (MODELS.md), so every model here has random
 weights of the real architecture's size, built from the ``transformers`` config defaults (base sizes:
@@ -18,6 +19,8 @@ reports both as docs/s and as a share of the int8 GEMM limit measured in the sam
 engine alone, on the same texts, in rounds that run every package once each (so a change in the machine's
 load hits all of them alike), medians over ``--repeats`` rounds, as docs/s and as the engine process's CPU
 time per text (what the package costs, which other jobs on a shared machine disturb far less than wall time).
+``--graph-only`` times the graphs alone instead: ``session.run`` on one thread over the batches the engine's
+scheduler forms from the texts, every package in turn within each round, as CPU ms per text.
 
 Cases: ``distilbert-ner`` (sentences), ``bert-cls`` (sentences), ``mpnet-embed`` (passages),
 ``bert-cls-512`` (passages joined to ~512 tokens), ``bert-qa-2000`` (one question over ~2,000-token
@@ -185,6 +188,50 @@ def compare_packages(packages: dict[str, str], task: str, texts: list[str], roun
     return rows
 
 
+def compare_graphs(packages: dict[str, str], texts: list[str], rounds: int) -> list[dict[str, Any]]:
+    """Each package's ``session.run`` CPU ms per text (one thread, the scheduler's batches) per round."""
+    import time
+
+    from engine.batch import collate
+    from engine.config import DEFAULT_MAX_BATCH_TOKENS
+    from engine.package import load_package
+    from engine.session import create_session
+
+    from .bench_profile import scheduled_batches
+
+    graphs = {}
+    for name, path in packages.items():
+        loaded = load_package(path)
+        config = loaded.runner.parse_config({})
+        prepared = [loaded.runner.prepare(text, config) for text in texts]
+        batches = scheduled_batches(loaded.runner, prepared, DEFAULT_MAX_BATCH_TOKENS, 32)
+        feeds = [collate(windows, loaded.manifest.inputs, loaded.tokenizer.pad_token_id).inputs
+                 for windows in batches]
+        session = create_session(loaded.graph_path, 1)
+        session.run(loaded.manifest.output_names, feeds[0])  # warm-up
+        graphs[name] = (session, loaded.manifest.output_names, feeds)
+    cpu_ms: dict[str, list[float]] = {name: [] for name in packages}
+    for _ in range(rounds):
+        for name, (session, outputs, feeds) in graphs.items():
+            started = time.process_time()
+            for feed in feeds:
+                session.run(outputs, feed)
+            cpu_ms[name].append(1000.0 * (time.process_time() - started) / len(texts))
+    return [{"package": name, "path": path, "texts": len(texts), "batches": len(graphs[name][2]),
+             "cpu_ms_rounds": cpu_ms[name], "cpu_ms_per_text": statistics.median(cpu_ms[name]),
+             "load_average": os.getloadavg()[0]} for name, path in packages.items()]
+
+
+def graphs_markdown(rows: list[dict[str, Any]]) -> str:
+    first = rows[0]["cpu_ms_per_text"]
+    lines = ["| package | session.run CPU ms per text (median) | rounds | first ÷ this |", "|---|---:|---|---:|"]
+    for row in rows:
+        rounds = ", ".join(f"{ms:.2f}" for ms in row["cpu_ms_rounds"])
+        lines.append(f"| {row['package']} | {row['cpu_ms_per_text']:.2f} | {rounds} | "
+                     f"{first / row['cpu_ms_per_text']:.2f}× |")
+    return "\n".join(lines)
+
+
 def packages_markdown(rows: list[dict[str, Any]]) -> str:
     first = rows[0]
     lines = ["| package | quantization | attention fused | docs/s (median) | rounds | CPU ms per text (median) "
@@ -226,14 +273,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME=DIR,... packages of one model to compare side by side (instead of --cases)")
     parser.add_argument("--task", default="ner", help="the packages' task (with --packages)")
     parser.add_argument("--corpus", default="conll", help="texts for --packages (a corpus name or file)")
+    parser.add_argument("--graph-only", action="store_true",
+                        help="with --packages: time session.run alone (one thread, CPU ms per text)")
     args = parser.parse_args(argv)
     if args.packages:
         packages = dict(item.split("=", 1) for item in args.packages.split(",") if item.strip())
-        rows = compare_packages(packages, args.task, load_corpus(args.corpus, args.limit), args.repeats,
-                                args.allocations, args.threads)
+        texts = load_corpus(args.corpus, args.limit)
+        if args.graph_only:
+            rows = compare_graphs(packages, texts, args.repeats)
+        else:
+            rows = compare_packages(packages, args.task, texts, args.repeats, args.allocations, args.threads)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2) + "\n")
-        print(packages_markdown(rows))
+        print(graphs_markdown(rows) if args.graph_only else packages_markdown(rows))
         return 0
     home = args.home or Path(os.environ.get("ENGINE_HOME", Path.home() / ".cache" / "engine")) / "sizes"
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
