@@ -243,7 +243,10 @@ class Deployment:
         own_cores = os.sched_getaffinity(0) if pinned is not None and hasattr(os, "sched_getaffinity") else None
         try:
             if pinned is not None:
-                pin_current_thread(pinned)
+                try:
+                    pin_current_thread(pinned)
+                except OSError:  # the batch is taken: it must run, pinned or not (the worker pinned itself)
+                    log.warning("deployment [%s]: could not pin a caller to %s", self.deployment_id, pinned)
             self._run_batch(allocation.session, rows)
         finally:
             if own_cores is not None:
