@@ -245,6 +245,7 @@ class Gate:
     def __init__(self, open_: bool = True) -> None:
         self.batches: list[list[tuple[int, ...]]] = []
         self.threads: list[int] = []  # the thread that ran each batch
+        self.cores: list[set[int]] = []  # and the cores it was allowed at the time
         self._open = threading.Event()
         if open_:
             self._open.set()
@@ -277,6 +278,7 @@ class GatedSession:
         with self._gate._lock:
             self._gate.batches.append(rows)
             self._gate.threads.append(threading.get_ident())
+            self._gate.cores.append(os.sched_getaffinity(0))
         self._gate.entered.release()
         assert self._gate._open.wait(WAIT_S), "the test never opened the gate"
         if any(POISON_ID in row for row in rows):
@@ -483,6 +485,7 @@ def test_a_lone_call_without_timeout_runs_on_the_callers_thread_on_the_allocatio
         own_cores = os.sched_getaffinity(0)
         assert_result(deployment.infer(["alpha beta"])[0], "alpha beta")
         assert gate.threads == [threading.get_ident()]  # no hand-off to the worker and back
+        assert gate.cores == [set(one_cpu())]
         assert os.sched_getaffinity(0) == own_cores  # pinned to the allocation's cores for the run only
         assert_result(deployment.infer(["gamma"], timeout=WAIT_S)[0], "gamma")
         assert gate.threads[1] != threading.get_ident()  # with a timeout the worker runs it (408 stays possible)
