@@ -5,8 +5,9 @@ licence travels with the package), one text per line, covering what users send:
 
 - ``calibration_queries.txt``: 1-8 word search queries, titles, headings and short replies, with
   codes, URLs, accents, prices and other unusual tokens;
-- ``calibration_sentences.txt``: 359 sentences and short paragraphs (captions, questions, reviews
-  with clear sentiment, named people, places and organisations, numbers, dates, instructions);
+- ``calibration_sentences.txt``: 428 sentences and short paragraphs (captions, questions, reviews
+  with clear sentiment, named people, places and organisations, numbers, dates, instructions, and
+  forum-style text: URLs, product and software names, commands, paths, typos, lower-case chat);
 - ``calibration_passages.txt``: passages of about 130-150 words (170-200 word pieces): news,
   reviews, instructions, history, science, letters.
 
