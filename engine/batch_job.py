@@ -3,8 +3,9 @@
 Input is ``.jsonl`` (one object per line; the text in ``--column``), ``.parquet`` (a column), or ``.txt``
 (one text per line). Output (``.jsonl`` or ``.parquet``) has one record per input row, in input order:
 the input record plus ``<output_column>`` (the result, as ``engine.run`` returns it) or ``error``
-(``{"type", "reason", "status"}``) for a row the task refuses (an empty text, a non-string value):
-a bad row becomes an error record, never a lost row or a dead job. The output is written to
+(``{"type", "reason", "status"}``) for a row the task refuses (an empty text, a non-string value) or
+a ``.jsonl`` line that is not a JSON object (``{"line": N, "error": ...}``, never run): a bad row
+becomes an error record, never a lost row or a dead job. The output is written to
 ``<output>.partial`` and renamed when the job is complete, so a file at ``--output`` is always whole.
 
 Locally the rows run on the engine's own deployment (``engine.load``) in chunks through
@@ -30,7 +31,7 @@ from typing import Any
 
 from .errors import InvalidInput
 from .progress import on_terminal, progress_bar
-from .rows import DEFAULT_BATCH_SIZE, ERROR_COLUMN, Result, run_rows
+from .rows import DEFAULT_BATCH_SIZE, ERROR_COLUMN, Result, error_record, run_rows
 from .units import parse_json_object
 
 # Fail at import without the batch extra, so `engine` lists `batch` as "install engine[batch]" (engine/cli.py).
@@ -41,6 +42,17 @@ INPUT_SUFFIXES = (".jsonl", ".parquet", ".txt")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 
 # -- files ---------------------------------------------------------------------------------------
+
+
+class UnreadableLine(dict):
+    """A ``.jsonl`` line that is not a JSON object: its output record as it is written
+    (``{"line": N, "error": ...}``). The job never runs it; a type of its own, so an input record
+    that happens to have an ``error`` field is still an ordinary row."""
+
+    def __init__(self, path: str | os.PathLike[str], number: int, problem: str) -> None:
+        error = InvalidInput(f"--input [{path}] line {number} {problem}")
+        super().__init__({"line": number, ERROR_COLUMN: error_record(error)})
+
 
 
 def _suffix(path: str | os.PathLike[str], allowed: tuple[str, ...], what: str) -> str:
@@ -55,9 +67,10 @@ def read_records(path: str | os.PathLike[str], column: str) -> Iterator[dict[str
 
     A blank ``.jsonl`` line is read as ``{column: ""}``, as a blank ``.txt`` line is: it gets an error
     record in the output (an empty text is refused), so output rows stay aligned with input lines.
+    A line that is not a JSON object is an :class:`UnreadableLine`, for the same reason.
 
     Raises:
-        InvalidInput: unreadable file, a line that is not a JSON object, a missing column.
+        InvalidInput: unreadable file, a parquet file without the column.
     """
     suffix = _suffix(path, INPUT_SUFFIXES, "--input")
     try:
@@ -81,10 +94,9 @@ def read_records(path: str | os.PathLike[str], column: str) -> Iterator[dict[str
                 try:
                     record = json.loads(line)
                 except ValueError as error:
-                    raise InvalidInput(f"--input [{path}] line {number} is not JSON: {error}") from error
-                if not isinstance(record, dict):
-                    raise InvalidInput(f"--input [{path}] line {number} is not a JSON object")
-                yield record
+                    yield UnreadableLine(path, number, f"is not JSON: {error}")
+                    continue
+                yield record if isinstance(record, dict) else UnreadableLine(path, number, "is not a JSON object")
     except OSError as error:
         raise InvalidInput(f"cannot read --input [{path}]: {error}") from error
 
@@ -181,11 +193,13 @@ def run_local(task: str, model: str | None, input_path: str, output_path: str, *
                 while len(pending) > keep:
                     chunk, future = pending.popleft()
                     for record, (result, error) in zip(chunk, future.result(), strict=True):
-                        writer.write(_output_record(record, output_column, result, error))
+                        writer.write(record if isinstance(record, UnreadableLine)
+                                     else _output_record(record, output_column, result, error))
                     bar.update(len(chunk))
 
             for chunk in _chunks(read_records(input_path, column), batch_size):
-                values = [record.get(column) for record in chunk]
+                # an unreadable line's None is refused without running; its own record is written
+                values = [None if isinstance(record, UnreadableLine) else record.get(column) for record in chunk]
                 pending.append((chunk, pool.submit(run_rows, infer, values, dict(config or {}),
                                                    record_call_errors=True)))
                 drain(in_flight)
@@ -222,26 +236,32 @@ def run_on_ray(task: str, model: str | None, input_path: str, output_path: str, 
     from .ray import connect, infer_dataset
 
     records = list(read_records(input_path, column))
+    readable = [record for record in records if not isinstance(record, UnreadableLine)]
     writer = RecordWriter(output_path)
     package = resolve_model(model, task)
     connect(address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
-    blocks = max(1, min(len(records) // batch_size, 4 * concurrency))
-    source = ray.data.from_items(records, override_num_blocks=blocks)
+    blocks = max(1, min(len(readable) // batch_size, 4 * concurrency))
+    source = ray.data.from_items(readable, override_num_blocks=blocks)
     total = len(records)
     results = infer_dataset(source, str(package), task, column=column, output_column=output_column,
                             concurrency=concurrency, threads_per_allocation=threads_per_allocation,
                             batch_size=batch_size, **dict(config or {}))
     try:
         with _progress(total, progress, "running on Ray Data") as bar:
-            for batch in results.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
-                for row in batch.to_pylist():
+            rows = (row for batch in results.iter_batches(batch_size=batch_size, batch_format="pyarrow")
+                    for row in batch.to_pylist())
+            for record in records:  # results come back in input order; unreadable lines were held back
+                if isinstance(record, UnreadableLine):
+                    writer.write(record)
+                else:
+                    row = next(rows)
                     result, error = row.pop(output_column), row.pop(ERROR_COLUMN)
                     writer.write(_output_record(row, output_column, json.loads(result) if result else None,
                                                 json.loads(error) if error else None))
-                bar.update(batch.num_rows)
+                bar.update(1)
         writer.commit()
     except BaseException:
         writer.abort()

@@ -46,12 +46,19 @@ def test_jsonl_job_keeps_order_and_every_row(minilm_package: Path, tmp_path: Pat
     records[200]["text"] = 42
     source = _write_jsonl(tmp_path / "in.jsonl", records)
     lines = source.read_text().splitlines(keepends=True)
-    source.write_text("".join(lines[:100] + ["\n"] + lines[100:]))  # a blank line is a row too
+    # a blank line is a row too, and so is a line that is not JSON or not a JSON object
+    source.write_text("".join(lines[:100] + ["\n"] + lines[100:250] + ['{"id": 1, "text": \n', "[1, 2]\n"]
+                              + lines[250:]))
     out = tmp_path / "out.jsonl"
     code = main(["batch", "--task", "text_embedding", "--model", str(minilm_package), "--input", str(source),
                  "--output", str(out), "--batch-size", "32", "--number-of-allocations", "2", "--no-progress"])
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 303
+    not_json, not_object = rows.pop(251), rows.pop(251)
+    assert not_json["line"] == 252 and not_json["error"]["status"] == 400 and "is not JSON" in not_json["error"]["reason"]
+    assert not_object == {"line": 253, "error": {"type": "illegal_argument_exception", "status": 400,
+                                                 "reason": f"--input [{source}] line 253 is not a JSON object"}}
     blank = rows.pop(100)
     assert blank["error"]["status"] == 400 and "result" not in blank
     assert [row["id"] for row in rows] == list(range(300))
