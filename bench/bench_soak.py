@@ -9,8 +9,9 @@ in flight per client on a keep-alive connection. A sampler reads the server's RS
 every ``--sample-s``. Reported: requests sent, answered (per status) and lost (no answer at all), RSS
 at the end of warm-up (the first ``--warmup`` fraction of requests) and at the end and its growth, and
 p50/p99 latency per tenth of the run (the drift). Stops at ``--requests`` or ``--max-seconds``,
-whichever comes first; the server's ``--session-option`` flags are not exposed, so ONNX Runtime's
-memory settings are the engine's defaults (engine/session.py).
+whichever comes first. ``--server-env NAME=VALUE`` and ``--server-arg ARG`` (repeatable) go to the
+server process, so one command compares, say, ``MALLOC_ARENA_MAX=2`` or a ``--config`` file with a
+``cache_size`` against the defaults; the RSS per tenth of the run shows whether growth levels off.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.1)
     parser.add_argument("--sample-s", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable for the server process (repeatable)")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra engine serve argument (repeatable; --server-arg=--config ...)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     models = dict(item.split("=", 1) for item in args.model)
@@ -70,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                "--queue-capacity", "1000"]
     for model_id, path in models.items():
         command += ["--model", f"{model_id}={path}"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, ENGINE_LOG_LEVEL="warning"))
+    command += args.server_arg
+    server_env = dict(os.environ, ENGINE_LOG_LEVEL="warning")
+    server_env.update(item.split("=", 1) for item in args.server_env)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=server_env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
@@ -138,14 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     warm = [rss for finished, rss in samples if finished >= args.warmup * sent]
     ordered = np.array([latency for _index, latency in sorted(latencies)]) * 1000
     tenths = [chunk for chunk in np.array_split(ordered, 10) if chunk.size]
+    # the last RSS sample of each tenth of the requests
+    rss_tenths = [next((rss for finished, rss in reversed(samples) if finished <= sent * (tenth + 1) / 10), 0)
+                  for tenth in range(10)]
     result: dict[str, Any] = {
         "command": " ".join(["python -m bench.bench_soak", *(argv if argv is not None else sys.argv[1:])]),
+        "server_env": args.server_env, "server_args": args.server_arg,
         "requests_sent": sent, "answered": answered, "lost": sent - answered, "statuses": dict(statuses),
         "seconds": round(elapsed, 1), "requests_per_s": round(sent / elapsed, 1),
         "rss_after_warmup_mib": round(warm[0] / 1024, 1) if warm else None,
         "rss_end_mib": round(warm[-1] / 1024, 1) if warm else None,
         "rss_max_after_warmup_mib": round(max(warm) / 1024, 1) if warm else None,
         "rss_growth_pct": round(100 * (warm[-1] - warm[0]) / warm[0], 2) if warm else None,
+        "rss_mib_per_tenth": [round(rss / 1024, 1) for rss in rss_tenths],
         "p50_ms_per_tenth": [round(float(np.percentile(chunk, 50)), 2) for chunk in tenths],
         "p99_ms_per_tenth": [round(float(np.percentile(chunk, 99)), 2) for chunk in tenths],
     }

@@ -73,7 +73,7 @@ from .scheduler import (
     Scheduler,
     check_request,
 )
-from .session import create_session
+from .session import arena_priming_shapes, create_session, prime_arena
 from .stats import DeploymentStats, allocation_state
 
 if TYPE_CHECKING:
@@ -406,6 +406,10 @@ class Deployment:
             cores = allocation.cores if self.config.pin_threads else None
             session = self._session_factory(self.package.graph_path, self.threads_per_allocation, cores,
                                             self.config.session_options)
+            # the arena's high-water mark now, not in steps while serving (engine/session.py says why)
+            prime_arena(session, self._input_names, self._pad_id, arena_priming_shapes(
+                self.config.max_batch_tokens, self.config.max_batch_rows,
+                self.package.manifest.tokenization.max_sequence_length))
         except BaseException as error:
             allocation.error = error
             with self._cond:

@@ -10,7 +10,7 @@ import pytest
 
 from engine.cache import ENTRY_OVERHEAD_BYTES, InferenceCache, cache_key
 from engine.errors import InvalidInput, ModelError
-from engine.session import EXPOSED_OPTIONS, create_session
+from engine.session import EXPOSED_OPTIONS, arena_priming_shapes, create_session, prime_arena
 from engine.stats import DeploymentStats
 from engine.units import parse_byte_size
 from tests.unit.test_deployment import Window, build_graph
@@ -179,6 +179,41 @@ def test_session_options_are_checked(graph: Path) -> None:
         create_session(graph, threads=0)
     with pytest.raises(ValueError, match="need 2 cores"):
         create_session(graph, threads=2, cores=(0,))
+
+
+def test_priming_shapes_are_the_scheduler_bounds_largest_batches() -> None:
+    assert arena_priming_shapes(2048, 32, 512) == [(4, 512), (32, 64)]
+    assert arena_priming_shapes(256, 32, 512) == [(1, 512), (32, 8)]  # one row may exceed the budget
+    assert arena_priming_shapes(4096, 4, 128) == [(32, 128), (4, 128)]
+    assert arena_priming_shapes(512, 1, 512) == [(1, 512)]
+
+
+def test_prime_arena_runs_each_shape_on_ort_sessions_only(graph: Path) -> None:
+    class Recording:
+        def __init__(self, session: object) -> None:
+            self.shapes: list[tuple[int, int]] = []
+            self._session = session
+
+        def run(self, names: object, feeds: dict[str, np.ndarray]) -> object:
+            self.shapes.append(feeds["input_ids"].shape)
+            assert (feeds["input_ids"] == 0).all() and (feeds["attention_mask"] == 1).all()
+            return self._session.run(names, feeds)
+
+    session = create_session(graph, threads=1)
+    recorded = Recording(session)
+    prime_arena(recorded, ["input_ids", "attention_mask"], 0, [(2, 3)])
+    assert recorded.shapes == []  # not an ORT session: a test double has no arena
+    calls: list[tuple[int, ...]] = []
+    original = session.run
+    session.run = lambda names, feeds: calls.append(feeds["input_ids"].shape) or original(names, feeds)  # type: ignore[method-assign]
+    prime_arena(session, ["input_ids", "attention_mask"], 0, [(2, 3), (1, 7)])
+    assert calls == [(2, 3), (1, 7)]
+
+
+def test_memory_pattern_is_off_by_default(graph: Path) -> None:
+    assert create_session(graph, threads=1).get_session_options().enable_mem_pattern is False
+    on = create_session(graph, threads=1, options={"enable_mem_pattern": True})
+    assert on.get_session_options().enable_mem_pattern is True
 
 
 def test_profile_file_prefix_writes_an_operator_trace(graph: Path, tmp_path: Path) -> None:
