@@ -66,7 +66,7 @@ def _match(model: OnnxModel, softmax: NodeProto, producers: dict[str, NodeProto]
     context = [node for node in consumers.get(softmax.output[0], []) if node.op_type == "MatMul"]
     if len(context) != 1 or len(consumers[softmax.output[0]]) != 1:
         return None
-    output_path = _single_path(model, context[0], ["Transpose", "Reshape"], consumers, (0, 2, 1, 3))
+    output_path = _single_path(context[0], ["Transpose", "Reshape"], consumers, (0, 2, 1, 3))
     q = model.match_parent_path(qk, ["Transpose", "Reshape", "Add", "MatMul"], [0, 0, 0, None], producers)
     k = model.match_parent_path(qk, ["Transpose", "Reshape", "Add", "MatMul"], [1, 0, 0, None], producers)
     v = model.match_parent_path(context[0], ["Transpose", "Reshape", "Add", "MatMul"], [1, 0, 0, None], producers)
@@ -80,18 +80,25 @@ def _match(model: OnnxModel, softmax: NodeProto, producers: dict[str, NodeProto]
         return None
     if any(_depends_on(term, roots, producers) for term in terms):
         return None
+    nodes = [softmax, *chain, div, qk, context[0], *output_path, *(node for path in (q, k, v) for node in path[:3])]
+    # Nothing outside the attention may read what it removes (attention probabilities as an output, say).
+    inside, graph_outputs = {id(node) for node in nodes}, {item.name for item in model.model.graph.output}
+    removed = [name for node in nodes if node is not output_path[-1] for name in node.output]
+    if any(name in graph_outputs or any(id(reader) not in inside for reader in consumers.get(name, []))
+           for name in removed):
+        return None
     return {
         "terms": terms,
         "scale": 1.0 / float(np.asarray(divisor).item()),
         "q": q[-1], "k": k[-1], "v": v[-1],
         "biases": biases,
         "output": output_path[-1].output[0],
-        "nodes": [softmax, *chain, div, qk, context[0], *output_path, *(node for path in (q, k, v) for node in path[:3])],
+        "nodes": nodes,
     }
 
 
 def _single_path(
-    model: OnnxModel, start: NodeProto, op_types: list[str], consumers: dict, perm: tuple[int, ...]
+    start: NodeProto, op_types: list[str], consumers: dict, perm: tuple[int, ...]
 ) -> list[NodeProto] | None:
     """The chain of sole consumers of ``start`` with ``op_types`` (the first a Transpose with ``perm``)."""
     path, node = [], start

@@ -114,7 +114,11 @@ def optimize_graph(
         return _keep_unfused(src, dst, f"the {fuser} fuser matched no pattern in this graph")
     fused.save_model_to_file(str(dst), use_external_data_format=fused.model.ByteSize() > PROTOBUF_LIMIT)
 
-    error = max_relative_error(src, dst)
+    try:
+        error = max_relative_error(src, dst)
+    except Exception as failure:  # noqa: BLE001 - a fused graph ORT cannot run is one the parity check rejects
+        _remove_graph(dst)
+        return _keep_unfused(src, dst, f"the fused graph does not run: {type(failure).__name__}: {failure}")
     if not error <= PARITY_TOLERANCE:
         _remove_graph(dst)
         return _keep_unfused(

@@ -65,6 +65,20 @@ def test_parity_failure_keeps_the_unfused_graph(
     assert dst.read_bytes() == splade_onnx.read_bytes()
 
 
+def test_fused_graph_that_does_not_run_keeps_the_unfused_graph(
+    splade_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fusion that ORT cannot run (a contrib op given inputs it refuses) fails inside the parity check.
+    def refuse(reference: Path, candidate: Path) -> float:
+        raise RuntimeError("attention_bias dimension 2 should be same as sequence_length")
+
+    monkeypatch.setattr(optimize, "max_relative_error", refuse)
+    dst = tmp_path / "model.onnx"
+    block = optimize_graph(splade_onnx, dst, "bert", num_heads=2, hidden_size=128)
+    assert block["fused"] is False and "does not run" in block["reason"] and "sequence_length" in block["reason"]
+    assert dst.read_bytes() == splade_onnx.read_bytes()
+
+
 def test_parity_check_sees_a_changed_weight(splade_onnx: Path, tmp_path: Path) -> None:
     model = onnx.load(str(splade_onnx))
     matmul_weights = {node.input[1] for node in model.graph.node if node.op_type == "MatMul"}
