@@ -8,6 +8,12 @@ then takes ``threads_per_allocation`` free cores of its own. Because the clamps 
 (``ceil``), ``allocations × threads`` can exceed the allowed cores by less than ``allocations`` at
 start and by less than ``threads`` after a live update (5 cores, 3 allocations → 2 threads each = 6);
 an allocation that finds too few free cores runs unpinned rather than share a pinned neighbour's.
+
+Several deployments in one process (``engine serve`` with two models) each split the same allowed
+set, so they must not all start at CPU 0: every allocator of the process counts, per core, the
+allocations pinned there (:class:`CoreLoad`), and an allocation takes the least-loaded free cores.
+Measured before this (two deployments of one allocation each on 2 cores): both workers pinned to
+CPU 0, a single query 7.2 ms against 4.2 ms unpinned and 3.6 ms for the bare session.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 
@@ -45,19 +52,48 @@ def clamp_allocations(hardware_threads: int, threads_per_allocation: int, number
     return min(max(1, number_of_allocations), math.ceil(hardware / max(1, threads_per_allocation)))
 
 
+class CoreLoad:
+    """How many allocations of this process are pinned to each core, shared by its allocators."""
+
+    def __init__(self) -> None:
+        self._pinned: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def least_loaded(self, candidates: Iterable[int], count: int) -> tuple[int, ...]:
+        """``count`` of ``candidates`` with the fewest allocations pinned (lowest ids on a tie, so an
+        allocation's cores stay adjacent on an idle machine), counted as taken."""
+        with self._lock:
+            chosen = tuple(sorted(sorted(candidates, key=lambda cpu: (self._pinned[cpu], cpu))[:count]))
+            self._pinned.update(chosen)
+            return chosen
+
+    def give_back(self, cores: Iterable[int]) -> None:
+        with self._lock:
+            self._pinned.subtract(cores)
+
+    def pinned(self, cpu: int) -> int:
+        with self._lock:
+            return self._pinned[cpu]
+
+
+PROCESS_LOAD = CoreLoad()
+
+
 class CoreAllocator:
-    """Hands out disjoint sets of cores to allocations as they start, and takes them back as they stop.
+    """Hands out disjoint sets of cores to one deployment's allocations as they start, and takes them
+    back as they stop; across deployments it prefers the cores fewest allocations of the process use.
 
     Thread-safe: allocations start and retire from the caller of ``update`` and from the adaptive
     scaler's thread.
     """
 
-    def __init__(self, cpus: Iterable[int]) -> None:
+    def __init__(self, cpus: Iterable[int], load: CoreLoad | None = None) -> None:
         self._cpus = tuple(sorted(set(cpus)))
         if not self._cpus:
             raise ValueError("a core allocator needs at least one CPU")
         self._free = set(self._cpus)
         self._lock = threading.Lock()
+        self._load = PROCESS_LOAD if load is None else load
 
     @property
     def cpus(self) -> tuple[int, ...]:
@@ -69,15 +105,12 @@ class CoreAllocator:
             return tuple(sorted(self._free))
 
     def acquire(self, threads: int) -> tuple[int, ...] | None:
-        """The ``threads`` lowest free cores, or None when fewer are free (run unpinned).
-
-        Lowest ids first keeps an allocation's cores adjacent, which on most machines puts them on
-        the same socket / L3 slice.
-        """
+        """``threads`` free cores, the least loaded in the process first (lowest ids on a tie), or
+        None when fewer are free (run unpinned)."""
         with self._lock:
             if threads < 1 or len(self._free) < threads:
                 return None
-            cores = tuple(sorted(self._free)[:threads])
+            cores = self._load.least_loaded(self._free, threads)
             self._free.difference_update(cores)
             return cores
 
@@ -89,6 +122,7 @@ class CoreAllocator:
             if foreign or self._free & set(cores):
                 raise ValueError(f"cores {sorted(cores)} were not handed out by this allocator")
             self._free.update(cores)
+            self._load.give_back(cores)
 
 
 def pin_current_thread(cores: Sequence[int]) -> None:

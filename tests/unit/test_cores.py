@@ -9,6 +9,7 @@ import pytest
 
 from engine.cores import (
     CoreAllocator,
+    CoreLoad,
     allowed_cpus,
     clamp_allocations,
     clamp_thread_settings,
@@ -44,7 +45,7 @@ def test_runtime_clamping_of_a_new_allocation_count(hardware: int, threads: int,
 
 
 def test_allocator_hands_out_disjoint_sets_and_takes_them_back() -> None:
-    allocator = CoreAllocator([8, 9, 10, 11, 12, 13, 2, 3])  # a faked cpuset with a hole
+    allocator = CoreAllocator([8, 9, 10, 11, 12, 13, 2, 3], CoreLoad())  # a faked cpuset with a hole
     first, second, third = (allocator.acquire(2) for _ in range(3))
     assert (first, second, third) == ((2, 3), (8, 9), (10, 11))
     assert allocator.acquire(4) is None  # only 12, 13 left: run unpinned rather than share
@@ -59,6 +60,23 @@ def test_allocator_hands_out_disjoint_sets_and_takes_them_back() -> None:
     allocator.release(None)
     with pytest.raises(ValueError):
         CoreAllocator([])
+
+
+def test_deployments_of_one_process_spread_over_the_cores() -> None:
+    """Two deployments' allocators over the same cores: the second starts where the first is not,
+    and a core comes back to the pool of the process when its allocation stops."""
+    load = CoreLoad()
+    first, second = CoreAllocator([0, 1, 2, 3], load), CoreAllocator([0, 1, 2, 3], load)
+    assert first.acquire(1) == (0,)
+    assert second.acquire(1) == (1,)
+    assert second.acquire(2) == (2, 3)
+    assert first.acquire(2) == (1, 2)  # 1 to 3 are each used once: the lowest ids
+    assert [load.pinned(cpu) for cpu in range(4)] == [1, 2, 2, 1]
+    second.release((1,))
+    assert load.pinned(1) == 1
+    third = CoreAllocator([0, 1, 2, 3], load)
+    assert third.acquire(1) == (0,)  # 0, 1 and 3 are used once each, 2 twice
+    assert third.acquire(1) == (1,)
 
 
 def test_ort_affinity_string_is_one_based_and_skips_the_calling_thread() -> None:
