@@ -29,9 +29,10 @@ GEMM_OPS = {"MatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeM
 ATTENTION_OPS = {"Attention", "QAttention", "MultiHeadAttention"}
 
 
-def scheduled_batches(runner: Any, prepared: list[Any], max_batch_tokens: int, max_batch_rows: int,
-                      grouping_window: int = 256) -> list[list[Any]]:
-    """The windows of every batch the deployment would run, in order, all texts queued at once."""
+def scheduled_rows(prepared: list[Any], max_batch_tokens: int, max_batch_rows: int,
+                   grouping_window: int = 256) -> list[list[tuple[int, int]]]:
+    """``(text index, window)`` of every batch the deployment would run, in order, all texts queued
+    at once (the batcher groups by length, so a batch's rows are not in text order)."""
     from engine.scheduler import Entry, Request, RequestQueue
 
     queue = RequestQueue(len(prepared) + 1, max_batch_tokens, grouping_window, max_batch_rows)
@@ -39,8 +40,15 @@ def scheduled_batches(runner: Any, prepared: list[Any], max_batch_tokens: int, m
     queue.offer([Entry(request, index, item.windows, 1, None) for index, item in enumerate(prepared)])
     batches = []
     while rows := queue.take_batch():
-        batches.append([entry.windows[row] for entry, row in rows])
+        batches.append([(entry.index, row) for entry, row in rows])
     return batches
+
+
+def scheduled_batches(runner: Any, prepared: list[Any], max_batch_tokens: int, max_batch_rows: int,
+                      grouping_window: int = 256) -> list[list[Any]]:
+    """The windows of every batch the deployment would run, in order, all texts queued at once."""
+    return [[prepared[index].windows[row] for index, row in batch]
+            for batch in scheduled_rows(prepared, max_batch_tokens, max_batch_rows, grouping_window)]
 
 
 def operator_times(profile: Path) -> dict[str, float]:
@@ -66,12 +74,13 @@ def profile_package(package: str, texts: list[str], task_config: dict[str, Any],
     started = time.perf_counter()
     prepared = [runner.prepare(text, cfg) for text in texts]
     prepare_s = time.perf_counter() - started
-    batches = scheduled_batches(runner, prepared, max_batch_tokens, max_batch_rows)
+    order = scheduled_rows(prepared, max_batch_tokens, max_batch_rows)
+    batches = [[prepared[index].windows[row] for index, row in batch] for batch in order]
     session = create_session(loaded.graph_path, threads)
     collated = [collate(windows, manifest.inputs, pad) for windows in batches]
     session.run(manifest.output_names, collated[0].inputs)  # warm-up
     steps: dict[str, float] = collections.defaultdict(float)
-    outputs = []
+    outputs = []  # in batch order; ``order`` says whose
     for windows in batches:
         t0 = time.perf_counter()
         batch = collate(windows, manifest.inputs, pad)
@@ -83,10 +92,10 @@ def profile_package(package: str, texts: list[str], task_config: dict[str, Any],
         steps["collate"] += t1 - t0
         steps["session.run"] += t2 - t1
         steps["split_outputs"] += t3 - t2
-    cursor = iter(outputs)
+    by_row = dict(zip((key for batch in order for key in batch), outputs, strict=True))
     started = time.perf_counter()
-    for item in prepared:
-        runner.finish(item, [next(cursor) for _ in item.windows], cfg)
+    for index, item in enumerate(prepared):
+        runner.finish(item, [by_row[index, row] for row in range(len(item.windows))], cfg)
     steps["finish"] = time.perf_counter() - started
     steps["prepare"] = prepare_s
     with tempfile.TemporaryDirectory(prefix="engine-profile-") as scratch:
