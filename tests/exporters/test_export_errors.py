@@ -354,12 +354,13 @@ def test_int8_below_threshold_ships_the_fp32_graph(
     """When the quantiser's guard cannot reach the threshold, the package keeps the fp32 graph."""
     quantize = importlib.import_module("exporters.quantize")
     block = {"mode": "int8", "kept_fp32": ["all"], "agreement": {"value": 0.5}, "reached_threshold": False}
-    calls: list[tuple[str, float]] = []
+    calls: list[tuple[str, float, float | None]] = []
 
     def below_threshold(
-        fp32: Path, dst: Path, feeds: list, metric: str, threshold: float, progress: bool, held_out: list
+        fp32: Path, dst: Path, feeds: list, metric: str, threshold: float, progress: bool, held_out: list,
+        tail_threshold: float | None,
     ) -> dict:
-        calls.append((metric, threshold))
+        calls.append((metric, threshold, tail_threshold))
         assert feeds and all("attention_mask" in feed for feed in feeds)
         Path(dst).write_bytes(b"not the graph that ships")
         return block
@@ -368,7 +369,7 @@ def test_int8_below_threshold_ships_the_fp32_graph(
     source = build_tiny_model("bert", "ner", tiny_root)
     package = export(source, tmp_path / "out", quantize="int8", fuse=False, progress=False)
     manifest = read_manifest(package)
-    assert calls == [("token_argmax", 0.99)]
+    assert calls == [("token_argmax", 0.99, None)]  # None: the metric's default tail
     assert manifest.quantization == {"mode": "none", "int8_rejected": block}
     assert (package / "model.onnx").read_bytes() != b"not the graph that ships"
 
