@@ -39,6 +39,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-tokens", type=_ints, default=[DEFAULT_MAX_BATCH_TOKENS],
                         help="max_batch_tokens values, comma list: bigger batches amortise more, pad more "
                         f"(default {DEFAULT_MAX_BATCH_TOKENS}, the engine's own)")
+    parser.add_argument("--max-batch-rows", type=_ints, default=[None],
+                        help="max_batch_rows values, comma list (default: the engine's own)")
     parser.add_argument("--concurrency", type=_ints, default=[4], help="client threads, comma list")
     parser.add_argument("--request-size", type=int, default=32, help="texts per client request")
     parser.add_argument("--repeats", type=int, default=3)
@@ -59,11 +61,12 @@ def _configs(args: argparse.Namespace, cores: int) -> list[Any]:
     from .throughput import BenchConfig
 
     configs = []
-    for allocations, threads, budget, concurrency in itertools.product(
-            args.allocations, args.threads, args.batch_tokens, args.concurrency):
+    for allocations, threads, budget, rows, concurrency in itertools.product(
+            args.allocations, args.threads, args.batch_tokens, args.max_batch_rows, args.concurrency):
         if allocations * threads > cores:
             continue
-        configs.append(BenchConfig(allocations, threads, budget, max(concurrency, allocations), args.request_size))
+        configs.append(BenchConfig(allocations, threads, budget, max(concurrency, allocations), args.request_size,
+                                   rows))
     return configs
 
 

@@ -29,10 +29,12 @@ class BenchConfig:
     max_batch_tokens: int
     concurrency: int
     request_size: int
+    max_batch_rows: int | None = None  # None: the engine's own default
 
     def label(self) -> str:
+        rows = "" if self.max_batch_rows is None else f" rows{self.max_batch_rows}"
         return (f"{self.number_of_allocations}x{self.threads_per_allocation} "
-                f"tok{self.max_batch_tokens} c{self.concurrency} r{self.request_size}")
+                f"tok{self.max_batch_tokens}{rows} c{self.concurrency} r{self.request_size}")
 
 
 @dataclasses.dataclass
@@ -147,8 +149,9 @@ def _bench_engine(package_path: str, task: str, texts: list[str], configs: list[
     results = []
     for config in configs:
         bar.set_description(config.label())
+        rows = {} if config.max_batch_rows is None else {"max_batch_rows": config.max_batch_rows}
         deployment = engine.load(
-            package_path, task=task,
+            package_path, task=task, **rows,
             number_of_allocations=config.number_of_allocations,
             threads_per_allocation=config.threads_per_allocation,
             max_batch_tokens=config.max_batch_tokens,
