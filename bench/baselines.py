@@ -10,12 +10,19 @@ Kinds:
 - ``transformers-pipeline``: the ``transformers`` pipeline for the task (PyTorch fp32).
 - ``optimum-int8-naive``: an Optimum ONNX export, ``quantize_dynamic``-style int8 via ``ORTQuantizer``, run in
   corpus order in fixed batches (no graph fusion, no length grouping): the plain ONNX route.
+- ``fastembed``: FastEmbed's ``TextEmbedding.embed`` (ONNX Runtime fp32, its default batch of 256 in corpus
+  order) on a plain fp32 graph of the source's encoder (``engine export --task pass_through --quantize none
+  --no-fuse``, the layout of the Qdrant conversions FastEmbed downloads: token states out, ORT fuses at load),
+  pooled and normalised by FastEmbed as the source's sentence-transformers pipeline says. Loaded from a local
+  directory (``specific_model_path``), so it never touches the hub.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,18 +116,55 @@ def _optimum_int8(source: str, task: str, config: dict[str, Any]) -> Callable[[l
     return call
 
 
+def _fastembed(source: str, task: str, config: dict[str, Any]) -> Callable[[list[str]], object]:
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    from exporters.export import export
+    from exporters.sentence_pipeline import read_sentence_pipeline
+    from exporters.source import resolve_source
+
+    pipeline = read_sentence_pipeline(resolve_source(source, None, False, False), allow_pickle=False)
+    pooling = {("mean",): PoolingType.MEAN, ("cls",): PoolingType.CLS}.get(pipeline.pooling)
+    if pooling is None or pipeline.dense:
+        raise RuntimeError(f"FastEmbed pools by mean or CLS only; {source} has pooling {pipeline.pooling} "
+                           f"and {len(pipeline.dense)} Dense layers")
+    model_dir = export(source, Path(tempfile.mkdtemp(prefix="bench-fastembed-")) / "model", task="pass_through",
+                       quantize="none", fuse=False, progress=False)
+    # FastEmbed reads the tokenizer files of a hub repo from the model directory: the source's own, with
+    # truncation at the sentence-transformers length (its catalogue's "256 input tokens" for MiniLM).
+    source_dir = Path(source)
+    for name in ("tokenizer.json", "config.json", "special_tokens_map.json"):
+        shutil.copy(source_dir / name, model_dir / name)
+    tokenizer_config = json.loads((source_dir / "tokenizer_config.json").read_text())
+    sentence_config = source_dir / "sentence_bert_config.json"
+    if sentence_config.exists():
+        tokenizer_config["model_max_length"] = json.loads(sentence_config.read_text())["max_seq_length"]
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    name = "bench/local-model"
+    TextEmbedding.add_custom_model(name, pooling=pooling, normalization=pipeline.normalize,
+                                   sources=ModelSource(hf=name), model_file="model.onnx",
+                                   dim=json.loads((source_dir / "config.json").read_text())["hidden_size"])
+    model = TextEmbedding(name, specific_model_path=str(model_dir), threads=allowed_cores(),
+                          providers=["CPUExecutionProvider"], local_files_only=True)
+    return lambda texts: list(model.embed(texts))
+
+
 KINDS: dict[str, Callable[[str, str, dict[str, Any]], Callable[[list[str]], object]]] = {
     "sentence-transformers": _sentence_transformers,
     "cross-encoder": _cross_encoder,
     "transformers-pipeline": _pipeline,
     "optimum-int8-naive": _optimum_int8,
+    "fastembed": _fastembed,
 }
 
 
 def baselines_for(task: str) -> list[str]:
-    """The baselines a user of this task would otherwise pick."""
+    """The baselines a user of this task would otherwise pick; FastEmbed only where it is installed (the
+    ``bench`` extra), so a bench without it still runs the others."""
     if task == "text_embedding":
-        return ["sentence-transformers", "optimum-int8-naive"]
+        return ["sentence-transformers", "optimum-int8-naive",
+                *(["fastembed"] if importlib.util.find_spec("fastembed") else [])]
     if task == "text_similarity":
         return ["cross-encoder", "optimum-int8-naive"]
     if task in ("ner", "text_classification"):
