@@ -141,10 +141,13 @@ def _fastembed(source: str, task: str, config: dict[str, Any]) -> Callable[[list
     if sentence_config.exists():
         tokenizer_config["model_max_length"] = json.loads(sentence_config.read_text())["max_seq_length"]
     (model_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-    name = "bench/local-model"
-    TextEmbedding.add_custom_model(name, pooling=pooling, normalization=pipeline.normalize,
-                                   sources=ModelSource(hf=name), model_file="model.onnx",
-                                   dim=json.loads((source_dir / "config.json").read_text())["hidden_size"])
+    # Registered once per process and postprocessing (FastEmbed refuses a name twice); the graph comes
+    # from specific_model_path, dim is only FastEmbed's description.
+    name = f"bench/local-{pooling.value.lower()}{'-normalized' if pipeline.normalize else ''}"
+    if all(model["model"] != name for model in TextEmbedding.list_supported_models()):
+        TextEmbedding.add_custom_model(name, pooling=pooling, normalization=pipeline.normalize,
+                                       sources=ModelSource(hf=name), model_file="model.onnx",
+                                       dim=json.loads((source_dir / "config.json").read_text())["hidden_size"])
     model = TextEmbedding(name, specific_model_path=str(model_dir), threads=allowed_cores(),
                           providers=["CPUExecutionProvider"], local_files_only=True)
     return lambda texts: list(model.embed(texts))
