@@ -46,8 +46,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config", default="{}", help="task options as JSON (question, text, labels)")
     parser.add_argument("--baselines", action="store_true",
-                        help="also run sentence-transformers / transformers pipeline / naive Optimum int8 "
-                        "on the same cores (needs a Hugging Face source: --source)")
+                        help="also run sentence-transformers / transformers pipeline / naive Optimum int8 / "
+                        "FastEmbed (text_embedding, when installed) on the same cores (needs a Hugging Face source: --source)")
     parser.add_argument("--source", default=None,
                         help="Hugging Face model dir the package was exported from (for --baselines)")
     parser.add_argument("--no-limit", dest="limit_gemm", action="store_false",
