@@ -1,19 +1,21 @@
 """Base-size models and long inputs: the engine against the transformers pipeline, and as a share of the limit.
 
     python -m bench.bench_sizes [--cases distilbert-ner,bert-cls,...] [--limit 200] [--repeats 3]
-                                [--home DIR] [--json OUT]
+                                [--max-batch-tokens N] [--home DIR] [--json OUT]
     python -m bench.bench_sizes --packages before=DIR,after=DIR [--task ner] [--corpus conll] [--limit 300]
                                 [--graph-only]
 
 Throughput depends on a model's size, not its training (MODELS.md), so every model here has random
 weights of the real architecture's size, built from the ``transformers`` config defaults (base sizes:
-768 wide, 12 layers; DistilBERT 6) with a fixed seed, with the all-MiniLM-L6-v2 tokenizer (BERT's
-uncased WordPiece vocabulary) or all-mpnet-base-v2's. Packages are exported once (``engine export
+768 wide, 12 layers; DistilBERT 6; BART's defaults are bart-large: 1024 wide, 12 + 12 layers) with a
+fixed seed, with the all-MiniLM-L6-v2 tokenizer (BERT's uncased WordPiece vocabulary), all-mpnet-base-v2's,
+or for RoBERTa and BART GPT-2's byte-level BPE (their real merges, bench/gpt2_bpe.py). Packages are exported once (``engine export
 --accuracy-threshold 0``: the guard compares against an untrained head, which says nothing, so every
 GEMM is int8) and cached under ``--home`` (default ``$ENGINE_HOME/sizes``). Each case runs the engine
 (2 allocations × 1 thread, the engine's default budgets) and then the ``transformers`` pipeline (PyTorch
 fp32, every allowed core, batch 32) in a child process, on the same texts, medians of ``--repeats``, and
 reports both as docs/s and as a share of the int8 GEMM limit measured in the same run (bench/limits.py).
+``--max-batch-tokens`` sets the engine's token budget per batch, to try other budgets for long rows.
 
 ``--packages`` compares packages of one model side by side instead (fused or not, fp32 or int8): the
 engine alone, on the same texts, in rounds that run every package once each (so a change in the machine's
@@ -22,9 +24,12 @@ time per text (what the package costs, which other jobs on a shared machine dist
 ``--graph-only`` times the graphs alone instead: ``session.run`` on one thread over the batches the engine's
 scheduler forms from the texts, every package in turn within each round, as CPU ms per text.
 
-Cases: ``distilbert-ner`` (sentences), ``bert-cls`` (sentences), ``mpnet-embed`` (passages),
-``bert-cls-512`` (passages joined to ~512 tokens), ``bert-qa-2000`` (one question over ~2,000-token
-documents: 386-token windows with a 128-token stride, in the engine and in the pipeline).
+Cases: ``distilbert-ner`` (sentences), ``bert-cls`` (sentences), ``mpnet-embed`` and ``roberta-embed``
+(passages), ``bert-cls-512`` (passages joined to ~400 word pieces), ``distilbert-ner-2000`` (~2,000-token
+documents, of which ner reads the first 512-token window, as Elasticsearch does; the pipeline truncates
+there too), ``bert-qa-2000`` (one question over ~2,000-token documents: 386-token windows with a 128-token
+stride, in the engine and in the pipeline), ``bart-mnli-zs10`` (zero-shot over sentences with 10
+candidate labels: 10 premise-hypothesis pairs per text, in both).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.config import DEFAULT_MAX_BATCH_TOKENS
+
 from .corpus import load_corpus
 
 
@@ -47,7 +54,7 @@ class Case:
     name: str
     architecture: str       # transformers model class
     task: str
-    tokenizer: str          # "minilm" or "mpnet"
+    tokenizer: str          # "minilm", "mpnet" or "gpt2" (RoBERTa's and BART's byte-level BPE)
     corpus: str             # builtin corpus the texts come from
     words: int = 0          # join corpus texts until each has this many words (long inputs)
     config: tuple[tuple[str, Any], ...] = ()
@@ -59,20 +66,31 @@ class Case:
 
     @property
     def task_config(self) -> dict[str, Any]:
-        return dict(self.config)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in self.config}
 
 
 QUESTION = "What does this module do?"
+LABELS = ("politics", "sports", "technology", "business", "health", "science", "entertainment", "travel", "food",
+          "education")
+NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+NLI_LABELS = ["contradiction", "neutral", "entailment"]  # bart-large-mnli's order
+# Where the transformers config defaults are not the real model's size: RoBERTa-base has 514 positions (two
+# reserved for its padding offset) and one segment type.
+SIZE_OVERRIDES = {"RobertaModel": {"max_position_embeddings": 514, "type_vocab_size": 1}}
 CASES = {case.name: case for case in (
     Case("distilbert-ner", "DistilBertForTokenClassification", "ner", "minilm", "builtin-sentences"),
     Case("bert-cls", "BertForSequenceClassification", "text_classification", "minilm", "builtin-sentences"),
     Case("mpnet-embed", "MPNetModel", "text_embedding", "mpnet", "builtin-passages"),
+    Case("roberta-embed", "RobertaModel", "text_embedding", "gpt2", "builtin-passages"),
     Case("bert-cls-512", "BertForSequenceClassification", "text_classification", "minilm", "builtin-passages",
          words=300),  # ~400 word pieces: the pipeline does not truncate a classifier input past 512
+    Case("distilbert-ner-2000", "DistilBertForTokenClassification", "ner", "minilm", "builtin-passages",
+         words=1500),  # ner reads the first 512-token window only, and so does the pipeline (it truncates)
     Case("bert-qa-2000", "BertForQuestionAnswering", "question_answering", "minilm", "builtin-passages",
          words=1500, config=(("question", QUESTION),)),
+    Case("bart-mnli-zs10", "BartForSequenceClassification", "zero_shot_classification", "gpt2",
+         "builtin-sentences", config=(("labels", LABELS),)),
 )}
-NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 
 
 def build_model(case: Case, out: Path) -> Path:
@@ -80,6 +98,7 @@ def build_model(case: Case, out: Path) -> Path:
     import torch
     import transformers
 
+    from .gpt2_bpe import save_roberta_tokenizer
     from .models import minilm_dir
     from .mpnet import mpnet_dir
 
@@ -94,13 +113,22 @@ def build_model(case: Case, out: Path) -> Path:
                  "label2id": {label: i for i, label in enumerate(NER_LABELS)}}
     elif case.task == "text_classification":
         extra = {"num_labels": 2, "id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    elif case.task == "zero_shot_classification":
+        extra = {"num_labels": len(NLI_LABELS), "id2label": dict(enumerate(NLI_LABELS)),
+                 "label2id": {label: i for i, label in enumerate(NLI_LABELS)}}
+    extra.update(SIZE_OVERRIDES.get(case.architecture, {}))
     model = model_class(config_class(**extra)).eval()
-    source = minilm_dir() if case.tokenizer == "minilm" else mpnet_dir()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    if case.architecture.startswith("DistilBert"):  # the pipeline must not feed it BERT's segment ids
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]
-    tokenizer.save_pretrained(out)
+    if case.tokenizer == "gpt2":  # RoBERTa's first two positions are its padding offset
+        roberta = case.architecture.startswith("Roberta")
+        save_roberta_tokenizer("RobertaTokenizerFast" if roberta else "BartTokenizerFast", out,
+                               model.config.max_position_embeddings - (2 if roberta else 0))
+    else:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir() if case.tokenizer == "minilm"
+                                                               else mpnet_dir())
+        if case.architecture.startswith("DistilBert"):  # the pipeline must not feed it BERT's segment ids
+            tokenizer.model_input_names = ["input_ids", "attention_mask"]
+        tokenizer.save_pretrained(out)
+    model.save_pretrained(out, safe_serialization=True)  # last: config.json marks a finished model
     if case.task == "text_embedding":  # a sentence-transformers layout: mean pooling, normalised
         (out / "modules.json").write_text(json.dumps([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -136,18 +164,20 @@ def texts_for(case: Case, limit: int) -> list[str]:
     return texts
 
 
-def run_case(case: Case, home: Path, limit: int, repeats: int, allocations: int, threads: int) -> dict[str, Any]:
+def run_case(case: Case, home: Path, limit: int, repeats: int, allocations: int, threads: int,
+             max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any]:
     from .baselines import run_child
     from .limits import attach_limits
     from .throughput import BenchConfig, allowed_cores, bench_engine
 
     source = build_model(case, home / "models" / case.model_key)
     package = export(case, source, home / "packages" / case.model_key)
+    load_at_start = os.getloadavg()[0]
     texts = texts_for(case, limit)
     corpus_file = home / "corpora" / f"{case.name}-{limit}.txt"
     corpus_file.parent.mkdir(parents=True, exist_ok=True)
     corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    config = BenchConfig(allocations, threads, 2048, max(4, allocations), 32)
+    config = BenchConfig(allocations, threads, max_batch_tokens, max(4, allocations), 32)
     rows = [m.to_json() for m in bench_engine(str(package), case.task, texts, [config], repeats, case.task_config,
                                                progress=lambda line: print(line, file=sys.stderr))]
     rows.append(run_child("transformers-pipeline", str(source), case.task, str(corpus_file), limit, repeats,
@@ -157,6 +187,7 @@ def run_case(case: Case, home: Path, limit: int, repeats: int, allocations: int,
                                progress=lambda line: print(line, file=sys.stderr))
     engine_row, pipeline_row = rows
     return {"case": case.name, "task": case.task, "architecture": case.architecture, "texts": len(texts),
+            "load_average_at_start": load_at_start,
             "allowed_cores": allowed_cores(), "load_average": os.getloadavg()[0], "limit": limit_meta,
             "rows": rows, "engine_over_pipeline": engine_row["docs_per_s"] / pipeline_row["docs_per_s"]}
 
@@ -266,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--allocations", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
+                        help="the engine's token budget per batch (default: the engine's own)")
     parser.add_argument("--home", type=Path, default=None, help="cache of models and packages")
     parser.add_argument("--build-only", action="store_true", help="build and export the packages, measure nothing")
     parser.add_argument("--json", type=Path, default=None)
@@ -300,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"built {name}", file=sys.stderr)
             continue
         print(f"case {name} ...", file=sys.stderr)
-        results.append(run_case(case, home, args.limit, args.repeats, args.allocations, args.threads))
+        results.append(run_case(case, home, args.limit, args.repeats, args.allocations, args.threads,
+                                args.max_batch_tokens))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     if results:
