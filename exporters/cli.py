@@ -78,9 +78,10 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--accuracy-tail",
         type=float,
         default=os.environ.get("ENGINE_EXPORT_ACCURACY_TAIL"),
-        help="what the 1st percentile of every length bucket (short queries, sentences, passages) must reach, "
-        "in [0, 1] (default: cosine 0.96 for embeddings, none for labels); raise it for a stricter worst case "
-        "at the price of nodes kept in fp32",
+        help="what the worst case of every length bucket must reach, in [0, 1]: the 1st percentile of short "
+        "queries, the minimum of sentences and passages (default for embeddings: cosine 0.96 short, 0.97 "
+        "sentences and passages; none for labels); one value for every bucket. Raise it for a stricter worst "
+        "case at the price of nodes kept in fp32",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     parser.add_argument(

@@ -74,12 +74,14 @@ class ExportOptions:
         revision: hub revision (branch, tag or commit) for hub ids.
         accuracy_threshold: the mean int8 agreement every length bucket must reach, in [0, 1]
             (None: 0.99, text_classification 0.995). An explicit value is used as given: 0 accepts
-            any int8 graph that also meets the tail (the 1st percentile per bucket; see
+            any int8 graph that also meets the tail (each bucket's worst case; see
             ``exporters.quantize.DEFAULT_TAIL_THRESHOLDS``).
-        accuracy_tail: what the 1st percentile of every length bucket must reach, in [0, 1] (None:
-            the metric's default, cosine 0.96; labels 0). Raise it for a stricter worst case at the
-            price of nodes kept fp32; ``accuracy_threshold=0, accuracy_tail=0`` ships the all-int8
-            graph as it comes.
+        accuracy_tail: what the worst case of every length bucket must reach, in [0, 1]: the 1st
+            percentile of short texts, the minimum of sentences and passages (``TAIL_FIGURES``);
+            one value for all buckets (None: the metric's default, cosine 0.96 short and 0.97
+            sentences and passages; labels 0). Raise it for a stricter worst case at the price of
+            nodes kept fp32; ``accuracy_threshold=0, accuracy_tail=0`` ships the all-int8 graph as
+            it comes.
         progress: print stage lines on stderr.
     """
 

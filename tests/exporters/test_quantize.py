@@ -68,8 +68,10 @@ def test_minilm_block_fields(minilm_int8: tuple[Path, dict], minilm_fp32: Path) 
     assert agreement["tail_threshold"] == quantize.DEFAULT_TAIL_THRESHOLDS["cosine"]
     assert agreement["n_samples"] == CALIBRATION and agreement["held_out"] is False
     assert sum(bucket["n"] for bucket in agreement["buckets"].values()) == CALIBRATION
-    for bucket in agreement["buckets"].values():
-        assert bucket["mean"] >= 0.99 and bucket["p1"] >= agreement["tail_threshold"]
+    assert agreement["tail"] == {"short": "p1", "sentence": "min", "passage": "min"}
+    for name, bucket in agreement["buckets"].items():
+        figure = bucket[agreement["tail"][name]]
+        assert bucket["mean"] >= 0.99 and figure >= agreement["tail_threshold"][name]
     assert block["activations"] == "static" and 0.0 <= block["fp32_weight_share"] < 1.0
     assert block["reached_threshold"] is True and block["agreement"]["value"] >= 0.99
     assert block["candidates"] == 24  # 6 fused Attention + 18 MatMul
@@ -157,6 +159,17 @@ def test_argmax_metric() -> None:
     assert result.value == pytest.approx(2 / 3) and result.min == 0.0
 
 
+@pytest.mark.parametrize("length, passes", [(6, True), (30, False), (200, False)])
+def test_tail_figure_is_p1_for_short_texts_and_the_minimum_beyond(length: int, passes: bool) -> None:
+    """One bad row in 150 passes the short bucket (its p1 is the second-worst row) and fails a
+    sentence or passage bucket (held to its minimum), at the default cosine tails."""
+    scores = np.full(150, 0.995)
+    scores[7] = 0.95
+    agreement = quantize.Agreement("cosine", scores, np.full(150, length))
+    assert agreement.passes(0.99, quantize._tails("cosine", None)) is passes
+    assert agreement.passes(0.99, quantize._tails("cosine", 0.9)) is True  # one value sets every bucket
+
+
 def test_token_argmax_ignores_padding() -> None:
     mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int64)
     rng = np.random.default_rng(1)
@@ -241,11 +254,11 @@ def test_accuracy_tail_is_the_guards_tail(tiny_root: Path, tmp_path: Path) -> No
         source, tmp_path / "loose", quantize="int8", accuracy_threshold=0.0, accuracy_tail=0.0, progress=False
     )
     block = read_manifest(loose).quantization
-    assert block["agreement"]["tail_threshold"] == 0.0 and block["kept_fp32"] == []
+    assert set(block["agreement"]["tail_threshold"].values()) == {0.0} and block["kept_fp32"] == []
     strict = export(source, tmp_path / "strict", quantize="int8", accuracy_tail=1.0, progress=False)
     block = read_manifest(strict).quantization
     guard = block.get("int8_rejected", block)  # fp32 shipped when no int8 graph reached it
-    assert guard["agreement"]["tail_threshold"] == 1.0 and guard["kept_fp32"]
+    assert set(guard["agreement"]["tail_threshold"].values()) == {1.0} and guard["kept_fp32"]
 
 
 def test_accuracy_threshold_zero_is_used_as_given(tiny_root: Path, tmp_path: Path) -> None:
