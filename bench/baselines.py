@@ -11,10 +11,11 @@ Kinds:
 - ``optimum-int8-naive``: an Optimum ONNX export, ``quantize_dynamic``-style int8 via ``ORTQuantizer``, run in
   corpus order in fixed batches (no graph fusion, no length grouping): the plain ONNX route.
 - ``fastembed``: FastEmbed's ``TextEmbedding.embed`` (ONNX Runtime fp32, its default batch of 256 in corpus
-  order) on a plain fp32 graph of the source's encoder (``engine export --task pass_through --quantize none
-  --no-fuse``, the layout of the Qdrant conversions FastEmbed downloads: token states out, ORT fuses at load),
-  pooled and normalised by FastEmbed as the source's sentence-transformers pipeline says. Loaded from a local
-  directory (``specific_model_path``), so it never touches the hub.
+  order) on our fp32 graph of the source's encoder (``engine export --task pass_through --quantize none``:
+  token states out, the layout of the Qdrant conversions FastEmbed downloads, with our Attention and
+  SkipLayerNormalization fusions, which ONNX Runtime does not find at load in a plain export), pooled and
+  normalised by FastEmbed as the source's sentence-transformers pipeline says. Loaded from a local directory
+  (``specific_model_path``), so it never touches the hub.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _fastembed(source: str, task: str, config: dict[str, Any]) -> Callable[[list
         raise RuntimeError(f"FastEmbed pools by mean or CLS only; {source} has pooling {pipeline.pooling} "
                            f"and {len(pipeline.dense)} Dense layers")
     model_dir = export(source, Path(tempfile.mkdtemp(prefix="bench-fastembed-")) / "model", task="pass_through",
-                       quantize="none", fuse=False, progress=False)
+                       quantize="none", progress=False)
     # FastEmbed reads the tokenizer files of a hub repo from the model directory: the source's own, with
     # truncation at the sentence-transformers length (its catalogue's "256 input tokens" for MiniLM).
     source_dir = Path(source)
