@@ -30,6 +30,10 @@ REQUEST_PRIORITIES = ("high", "normal", "low")  # service order; "high" is ES's 
 # Elasticsearch's messages (ELASTIC_REFERENCE.md §5.5)
 QUEUE_FULL_MESSAGE = "inference process queue is full. Unable to execute command"
 STOPPING_MESSAGE = "inference canceled as process is stopping"
+# What one batch costs beyond its padded tokens (ONNX Runtime's dispatch of ~100 operators, collate,
+# split, a worker's wake-up), in padded tokens: measured at 20-40 on a MiniLM-size int8 graph, one thread
+# (bench/RESULTS.md, "Row caps that depend on length"); the batches formed change little from 20 to 80.
+BATCH_FIXED_COST_TOKENS = 32
 
 Outputs = list[tuple[np.ndarray, ...]]
 
@@ -93,6 +97,22 @@ class Entry:
         return len(self.windows)
 
 
+def worth_joining(rows: int, longest: int, real: int, new_rows: int, wider: int, added: int) -> bool:
+    """Whether a text of ``new_rows`` rows (``added`` real tokens, making the longest row ``wider``)
+    lowers a batch's cost per real token; the batch has ``rows`` rows, ``longest``, ``real`` tokens.
+
+    A batch costs about ``BATCH_FIXED_COST_TOKENS + longest × rows`` (a fixed part per ``session.run``
+    and a part per padded token), so a text joins when it adds more real tokens than the padding and
+    share of the fixed part it brings: a short text is not padded to a long batch's length (nor a
+    batch widened for one long text) when a batch of its own would cost less. Measured on a
+    MiniLM-size NER package over CoNLL sentences (bench/RESULTS.md, "Row caps that depend on
+    length"): one thread's ``session.run`` costs the same per real token from 4 to 32 rows per batch
+    when the rows are length-sorted, so the padding, not the number of batches, is what costs.
+    """
+    fixed = BATCH_FIXED_COST_TOKENS
+    return (fixed + wider * (rows + new_rows)) * real <= (fixed + longest * rows) * (real + added)
+
+
 class RequestQueue:
     """Bounded three-level priority queue of texts, and the batching policy. Not locked itself:
     every method runs under the deployment's lock.
@@ -100,8 +120,10 @@ class RequestQueue:
     Capacity counts live texts (queued, not settled), one per text as Elasticsearch does. Within a
     priority the order is FIFO. A batch starts with the head text (its rows, as many as fit the
     budget, at least one), then adds whole texts from the next ``grouping_window`` of the same
-    priority, closest in length first, while ``longest row × rows`` stays within ``max_batch_tokens``
-    and the rows within ``max_batch_rows``.
+    priority, closest in length first, while ``longest row × rows`` stays within ``max_batch_tokens``,
+    the rows within ``max_batch_rows``, and the text makes the batch cheaper per real token
+    (:func:`worth_joining`): so the row cap in effect depends on the lengths queued, and a text
+    much shorter or longer than the batch waits for a batch of its own length.
     A head text too big for one batch is split: its remaining rows stay at the head.
     """
 
@@ -168,11 +190,15 @@ class RequestQueue:
             if entry.in_queue
         ]
         nearby.sort(key=lambda item: (item[0], item[1]))
+        real = sum(entry.lengths[row] for entry, row in rows)
         for _, _, entry in nearby:
             wider = max(longest, entry.longest)
             if wider * (len(rows) + entry.n_rows) > budget or len(rows) + entry.n_rows > self.max_batch_rows:
                 continue
-            longest = wider
+            added = sum(entry.lengths)
+            if not worth_joining(len(rows), longest, real, entry.n_rows, wider, added):
+                continue
+            longest, real = wider, real + added
             rows.extend((entry, row) for row in range(entry.n_rows))
             entry.next_row = entry.n_rows
             entry.in_queue = False
