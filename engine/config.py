@@ -54,7 +54,10 @@ class DeploymentConfig:
             the cores and the OS should balance.
         max_batch_rows: the most rows in one batch. With several allocations and short texts a token
             budget alone lets one worker swallow the whole queue while the others idle; 32 rows keeps
-            every allocation fed (measured: NER on CoNLL sentences, 2 × 1, bench/RESULTS.md).
+            every allocation fed (measured: NER on CoNLL sentences, 2 × 1, bench/RESULTS.md). Below it
+            the batcher also leaves out a text that would make the batch cost more per real token
+            (``engine.scheduler.worth_joining``), so batches of mixed lengths stop earlier; wider caps
+            do not pay for short texts (bench/RESULTS.md, "Row caps that depend on length").
         grouping_window: how many queued texts behind the head the batcher may pick from to group
             similar lengths (0: strict FIFO). The head always goes first, so a wide window costs no
             text more than one batch of waiting; 256 lets one bulk request be sorted by length.
