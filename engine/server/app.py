@@ -24,7 +24,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +33,7 @@ from ..metrics import ServerMetrics
 from . import elasticsearch, openai, tei
 from .openapi import build_openapi
 from .state import ServerState
-from .wire import Handler
+from .wire import JSON, Handler
 
 access_log = logging.getLogger("engine.access")
 log = logging.getLogger(__name__)
@@ -75,9 +75,9 @@ def dialect_for(path: str) -> str:
     return "tei"
 
 
-def error_response(path: str, error: EngineError) -> JSONResponse:
+def error_response(path: str, error: EngineError) -> JSON:
     headers = {"WWW-Authenticate": 'ApiKey, Bearer realm="engine"'} if error.status == 401 else None
-    return JSONResponse(error_body(dialect_for(path), error), status_code=error.status, headers=headers)
+    return JSON(error_body(dialect_for(path), error), status_code=error.status, headers=headers)
 
 
 class Gate:
@@ -168,7 +168,7 @@ def endpoint(path: str, methods: list[str], handler: Handler) -> Route:
             return error_response(request.url.path, InferenceFailed(f"internal server error: {error}"))
         if isinstance(result, Response):
             return result
-        return JSONResponse(result)
+        return JSON(result)
 
     return Route(path, run, methods=methods)
 

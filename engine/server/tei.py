@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from .. import __version__
 from ..errors import InvalidInput, ModelError
@@ -38,6 +37,7 @@ from ..units import parse_bool, parse_int
 from .settings import ServerConfig
 from .state import DeploymentEntry, ServerState
 from .wire import (
+    JSON,
     Handler,
     Route,
     check_doc_count,
@@ -296,7 +296,7 @@ async def health(request: Request) -> Any:
     entries = [state.resolve(named)] if named else state.deployments()
     failed = [entry.deployment_id for entry in entries if entry.deployment.state != "started"]
     if failed:
-        return JSONResponse({"status": "unhealthy", "deployments_not_started": failed}, status_code=503)
+        return JSON({"status": "unhealthy", "deployments_not_started": failed}, status_code=503)
     return {"status": "ok", "deployments": len(entries)}
 
 

@@ -13,8 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from ..errors import InferenceTimeout, InvalidInput, MalformedBody, PayloadTooLarge, QueueFull
 from ..units import parse_int
@@ -27,6 +29,16 @@ Handler = Callable[[Request], Awaitable[Any]]
 # (path template, methods, handler): what each dialect module lists in its ROUTES.
 Route = tuple[str, list[str], Handler]
 T = TypeVar("T")
+
+
+class JSON(JSONResponse):
+    """Every JSON response of the server, rendered by orjson: the body of a one-query embedding
+    request is 384 floats or more, which the standard library's encoder formats in ~0.3-0.7 ms
+    (more than the rest of the server's work on that request) and orjson in ~0.03 ms, to the same
+    bytes. numpy arrays and scalars serialise as their values; a non-finite float becomes null."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 def parse_json(raw: bytes, required: bool = True) -> Any:

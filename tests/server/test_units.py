@@ -343,3 +343,23 @@ def test_bench_results_section_is_replaced_in_place(tmp_path) -> None:
     assert text.count("kept") == 2
     assert percentile([float(i) for i in range(1, 201)], 0.99) == 198.0
     assert percentile([5.0], 0.5) == 5.0
+
+
+def test_json_responses_render_the_standard_encoders_bytes() -> None:
+    """The orjson renderer changes speed, not output: a result body with floats, nested lists,
+    unicode and nulls gives the bytes Starlette's json renderer gave; numpy values serialise."""
+    import numpy as np
+
+    from engine.server.wire import JSON
+
+    rng = np.random.default_rng(0)
+    body = {
+        "embeddings": [rng.normal(size=384).astype(np.float32).astype(np.float64).tolist()],
+        "inference_results": [{"predicted_value": "naïve 東京", "prediction_probability": 0.1, "top": None}],
+        "count": 3,
+        "ok": True,
+    }
+    standard = json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+    assert JSON(body).body == standard.encode("utf-8")
+    arrays = {"vector": np.asarray(body["embeddings"][0]), "score": np.float32(0.5), 7: [np.int64(2)]}
+    assert json.loads(JSON(arrays).body) == {"vector": body["embeddings"][0], "score": 0.5, "7": [2]}
