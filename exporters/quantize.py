@@ -267,7 +267,8 @@ def quantize_with_guard(
         _make_static(dynamic, everything, ranges)
         measured = parts.chosen(_run(everything, feeds))
         unseen = parts.unseen(everything)
-        say(f"int8, all nodes: {_line(measured)}; held out {_line(unseen)}; targets {threshold}/{tail}")
+        targets = ", ".join(f"{name} {TAIL_FIGURES[name]} {value}" for name, value in tail.items())
+        say(f"int8, all nodes: {_line(measured)}; held out {_line(unseen)}; targets mean {threshold}, {targets}")
         kept: list[str] = []
         best = everything
         if not (measured.passes(threshold, tail) and unseen.passes(threshold, tail)) and candidates:
