@@ -8,9 +8,8 @@ a batch from the queue under a token budget, run it, hand every text its outputs
 thread does the task's ``parse_config`` and ``prepare`` before anything is queued and ``finish``
 after, so the workers only ever run graphs. One exception, for latency: a blocking ``infer`` without
 a timeout whose one text is all that is queued, while an allocation is idle, borrows that allocation
-and runs the batch on its own thread (pinned to the allocation's cores for the run; the worker takes
-nothing meanwhile): no hand-off to the worker and back, two thread wake-ups that on a busy host each
-wait for a core. ``ainfer`` never does (the event loop must not block on a graph). Semantics follow
+and runs the batch on its own thread (the worker takes nothing meanwhile): no hand-off to the worker
+and back, two thread wake-ups that on a busy host each wait for a core. ``ainfer`` never does (the event loop must not block on a graph). Semantics follow
 Elasticsearch (ELASTIC_REFERENCE.md §5.5, §6): queue capacity counts texts, a full queue answers 429,
 an expired timer 408, a failed batch 500 for the requests in that batch only, a stop cancels with 409.
 
@@ -20,7 +19,8 @@ Who runs where, and why the cores are never oversubscribed by the engine:
 
 * ONNX Runtime: each allocation has ``threads_per_allocation`` intra-op threads, the worker thread
   itself (or the caller that borrowed the allocation) plus ``threads - 1`` pool threads, all pinned
-  to that allocation's own cores (disjoint from every other allocation's, taken from
+  to that allocation's own cores (a caller borrowing a one-thread allocation stays where the OS put
+  it, see :meth:`Deployment._run_lent`) (disjoint from every other allocation's, taken from
   ``os.sched_getaffinity``). ``inter_op_num_threads`` is 1
   with the sequential executor (no inter-op pool) and spinning is off, so an idle allocation sleeps.
   The ES clamping rules keep ``allocations × threads`` within the allowed set except where they
@@ -234,12 +234,19 @@ class Deployment:
         return allocation, rows
 
     def _run_lent(self, allocation: _Allocation, rows: list[tuple[Entry, int]]) -> None:
-        """Run a batch on a lent allocation's session from the caller's thread, pinned to the
-        allocation's cores for the run, so the engine still computes on ``allocations × threads``
-        threads on their own cores; its worker takes nothing until the allocation is given back. Only
-        for calls without a timeout (the run cannot be cut short to answer 408) and not on a
-        low-priority deployment (the caller's thread keeps its own priority)."""
-        pinned = allocation.cores if allocation.cores is not None and self.config.pin_threads else None
+        """Run a batch on a lent allocation's session from the caller's thread; its worker takes
+        nothing until the allocation is given back. Only for calls without a timeout (the run cannot
+        be cut short to answer 408) and not on a low-priority deployment (the caller's thread keeps
+        its own priority).
+
+        With several threads the caller is pinned to the allocation's cores for the run, beside the
+        session's pool threads on the others. A one-thread run is left where the OS put the caller:
+        lending only happens when the deployment is idle, so there is no allocation to keep apart,
+        and moving the thread onto the allocation's core costs a migration and, when another process
+        holds that core, a wait for it (one short query on a shared 2-core host, medians of 1,800:
+        2.26 ms bare session, 2.63 ms lent unpinned, 3.83 ms lent pinned; bench/RESULTS.md)."""
+        pinned = allocation.cores if (allocation.cores is not None and self.config.pin_threads
+                                      and len(allocation.cores) > 1) else None
         own_cores = os.sched_getaffinity(0) if pinned is not None and hasattr(os, "sched_getaffinity") else None
         try:
             if pinned is not None:

@@ -478,15 +478,13 @@ def test_cancelling_ainfer_withdraws_its_queued_texts(package: FakePackage) -> N
         assert [row for batch in gate.batches for row in batch] == [(1, word_id("first"), 2)]
 
 
-def test_a_lone_call_without_timeout_runs_on_the_callers_thread_on_the_allocations_cores(
-        package: FakePackage) -> None:
+def test_a_lone_call_without_timeout_runs_on_the_callers_thread(package: FakePackage) -> None:
     gate = Gate()
     with gated(package, gate, pin_threads=True) as deployment:
         own_cores = os.sched_getaffinity(0)
         assert_result(deployment.infer(["alpha beta"])[0], "alpha beta")
         assert gate.threads == [threading.get_ident()]  # no hand-off to the worker and back
-        assert gate.cores == [set(one_cpu())]
-        assert os.sched_getaffinity(0) == own_cores  # pinned to the allocation's cores for the run only
+        assert gate.cores == [own_cores]  # a one-thread run stays where the caller is (no migration)
         assert_result(deployment.infer(["gamma"], timeout=WAIT_S)[0], "gamma")
         assert gate.threads[1] != threading.get_ident()  # with a timeout the worker runs it (408 stays possible)
         stats = deployment.stats()
@@ -495,6 +493,23 @@ def test_a_lone_call_without_timeout_runs_on_the_callers_thread_on_the_allocatio
     with gated(package, low, priority="low") as deployment:
         deployment.infer(["alpha"])
         assert low.threads and low.threads[0] != threading.get_ident()  # the worker's nice value applies
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a two-thread allocation needs two allowed CPUs")
+def test_a_caller_borrowing_a_multi_thread_allocation_is_pinned_to_its_cores_for_the_run(
+        package: FakePackage) -> None:
+    gate = Gate()
+    two = tuple(sorted(os.sched_getaffinity(0))[:2])
+    own_cores = os.sched_getaffinity(0)
+    with gated(package, gate, pin_threads=True, cpus=two, threads_per_allocation=2) as deployment:
+        os.sched_setaffinity(0, {two[0]})  # the caller on one core; the allocation has two
+        try:
+            assert_result(deployment.infer(["alpha beta"])[0], "alpha beta")
+            assert gate.threads == [threading.get_ident()]
+            assert gate.cores == [set(two)]  # beside the session's pool thread on the other core
+            assert os.sched_getaffinity(0) == {two[0]}  # for the run only
+        finally:
+            os.sched_setaffinity(0, own_cores)
 
 
 def test_while_a_caller_runs_its_batch_the_worker_takes_nothing_and_then_serves_the_queue(
