@@ -41,6 +41,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class Case:
     tokenizer: str          # "minilm", "mpnet" or "gpt2" (RoBERTa's and BART's byte-level BPE)
     corpus: str             # builtin corpus the texts come from
     words: int = 0          # join corpus texts until each has this many words (long inputs)
+    pieces: int = 0         # or until each has this many word pieces with [CLS] and [SEP] (minilm only)
     config: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -83,11 +85,11 @@ CASES = {case.name: case for case in (
     Case("mpnet-embed", "MPNetModel", "text_embedding", "mpnet", "builtin-passages"),
     Case("roberta-embed", "RobertaModel", "text_embedding", "gpt2", "builtin-passages"),
     Case("bert-cls-512", "BertForSequenceClassification", "text_classification", "minilm", "builtin-passages",
-         words=300),  # ~400 word pieces: the pipeline does not truncate a classifier input past 512
+         pieces=512),  # filled to BERT's 512 positions: the text-classification pipeline does not truncate
     Case("distilbert-ner-2000", "DistilBertForTokenClassification", "ner", "minilm", "builtin-passages",
          words=1500),  # ner reads the first 512-token window only, and so does the pipeline (it truncates)
     Case("bert-qa-2000", "BertForQuestionAnswering", "question_answering", "minilm", "builtin-passages",
-         words=1500, config=(("question", QUESTION),)),
+         words=1500, config=(("question", QUESTION), ("tokenization", {"truncate": "none", "span": 128}))),
     Case("bart-mnli-zs10", "BartForSequenceClassification", "zero_shot_classification", "gpt2",
          "builtin-sentences", config=(("labels", LABELS),)),
 )}
@@ -150,18 +152,41 @@ def export(case: Case, source: Path, package: Path) -> Path:
 
 
 def texts_for(case: Case, limit: int) -> list[str]:
-    """The case's texts: corpus texts as they are, or joined until each holds ``case.words`` words."""
-    if not case.words:
+    """The case's texts: corpus texts as they are, or joined until each holds ``case.words`` words or
+    ``case.pieces`` word pieces (BERT's WordPiece splits at whitespace first, so a text's pieces are the
+    sum of its words' pieces)."""
+    if not case.words and not case.pieces:
         return load_corpus(case.corpus, limit)
+    count = _piece_counter() if case.pieces else None
     pool = load_corpus(case.corpus)
-    texts, words, cursor = [], [], 0
+    texts: list[str] = []
+    words: list[str] = []
+    pieces, cursor = 2, 0  # [CLS] and [SEP]
     while len(texts) < limit:
-        words.extend(pool[cursor % len(pool)].split())
+        for word in pool[cursor % len(pool)].split():
+            if count is None:
+                full = len(words) >= case.words
+            else:
+                full = pieces + count(word) > case.pieces
+                pieces += count(word)
+            if full and words:
+                texts.append(" ".join(words))
+                words, pieces = [], 2 + (count(word) if count else 0)
+            words.append(word)
         cursor += 1
-        if len(words) >= case.words:
-            texts.append(" ".join(words[: case.words]))
-            words = []
-    return texts
+    return texts[:limit]
+
+
+def _piece_counter() -> Callable[[str], int]:
+    """Word pieces per word with the BERT uncased WordPiece vocabulary (the minilm cases' tokenizer)."""
+    import functools
+
+    import transformers
+
+    from .models import minilm_dir
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir())
+    return functools.lru_cache(maxsize=None)(lambda word: len(tokenizer.tokenize(word)))
 
 
 def run_case(case: Case, home: Path, limit: int, repeats: int, allocations: int, threads: int,

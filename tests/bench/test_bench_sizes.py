@@ -24,17 +24,30 @@ def test_task_config_is_json_for_the_pipeline_child() -> None:
     labels = CASES["bart-mnli-zs10"].task_config["labels"]
     assert isinstance(labels, list) and len(labels) == len(set(labels)) == 10
     assert json.loads(json.dumps(CASES["bart-mnli-zs10"].task_config)) == {"labels": labels}
-    assert CASES["bert-qa-2000"].task_config == {"question": bench_sizes.QUESTION}
+    qa = CASES["bert-qa-2000"].task_config  # windows: the engine refuses a 2,000-token context without a span
+    assert qa == {"question": bench_sizes.QUESTION, "tokenization": {"truncate": "none", "span": 128}}
     assert CASES["roberta-embed"].task_config == {}
 
 
-@pytest.mark.parametrize("name", ["bert-cls-512", "distilbert-ner-2000"])
+@pytest.mark.parametrize("name", ["distilbert-ner-2000", "bert-qa-2000"])
 def test_long_texts_hold_the_case_s_words(name: str) -> None:
     case = CASES[name]
     texts = texts_for(case, 5)
     assert len(texts) == 5
     assert all(len(text.split()) == case.words for text in texts)
     assert len(set(texts)) == 5
+
+
+def test_512_token_passages_fill_bert_s_positions_and_no_more() -> None:
+    import transformers
+
+    from bench.models import minilm_dir
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir())
+    texts = texts_for(CASES["bert-cls-512"], 12)
+    lengths = [len(tokenizer(text).input_ids) for text in texts]
+    assert len(texts) == 12 and len(set(texts)) == 12
+    assert all(500 <= length <= 512 for length in lengths), lengths
 
 
 def test_short_texts_are_the_corpus_texts() -> None:
