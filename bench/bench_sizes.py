@@ -125,10 +125,11 @@ def build_model(case: Case, out: Path) -> Path:
         save_roberta_tokenizer("RobertaTokenizerFast" if roberta else "BartTokenizerFast", out,
                                model.config.max_position_embeddings - (2 if roberta else 0))
     else:
+        # DistilBERT takes no segment ids: as a from_pretrained argument (saved with the tokenizer, unlike an
+        # attribute set later), the pipeline then does not feed it BERT's token_type_ids
+        names = {"model_input_names": ["input_ids", "attention_mask"]} if case.architecture.startswith("DistilBert") else {}
         tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir() if case.tokenizer == "minilm"
-                                                               else mpnet_dir())
-        if case.architecture.startswith("DistilBert"):  # the pipeline must not feed it BERT's segment ids
-            tokenizer.model_input_names = ["input_ids", "attention_mask"]
+                                                               else mpnet_dir(), **names)
         tokenizer.save_pretrained(out)
     model.save_pretrained(out, safe_serialization=True)  # last: config.json marks a finished model
     if case.task == "text_embedding":  # a sentence-transformers layout: mean pooling, normalised
