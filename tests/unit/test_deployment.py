@@ -630,6 +630,21 @@ def test_batcher_caps_rows_so_other_allocations_get_work() -> None:
     assert sizes == [4, 4, 2, 0]
 
 
+def test_two_allocations_both_run_a_batch_of_one_shallow_request(package: FakePackage, pool) -> None:
+    gate = Gate(open_=False)
+    deployment = gated(package, gate, number_of_allocations=2, cpus=(0, 1), pin_threads=False, max_batch_rows=4)
+    with deployment:
+        texts = [f"w{index} x{index} y{index}" for index in range(8)]
+        future = pool.submit(deployment.infer, texts)
+        gate.wait_entered()
+        gate.wait_entered()  # both workers hold a batch before either finishes
+        assert [len(batch) for batch in gate.batches] == [4, 4]
+        assert len(set(gate.threads)) == 2
+        gate.open()
+        for result, text in zip(future.result(WAIT_S), texts, strict=True):
+            assert_result(result, text)
+
+
 def test_batcher_splits_an_oversize_head_and_never_mixes_priorities() -> None:
     queue = RequestQueue(capacity=10, max_batch_tokens=25, grouping_window=8)
     request = Request(3, None)
