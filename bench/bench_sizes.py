@@ -25,7 +25,7 @@ time per text (what the package costs, which other jobs on a shared machine dist
 scheduler forms from the texts, every package in turn within each round, as CPU ms per text.
 
 Cases: ``distilbert-ner`` (sentences), ``bert-cls`` (sentences), ``mpnet-embed`` and ``roberta-embed``
-(passages), ``bert-cls-512`` (passages joined to ~400 word pieces), ``distilbert-ner-2000`` (~2,000-token
+(passages), ``bert-cls-512`` (passages filled to 512 word pieces), ``distilbert-ner-2000`` (~2,000-token
 documents, of which ner reads the first 512-token window, as Elasticsearch does; the pipeline truncates
 there too), ``bert-qa-2000`` (one question over ~2,000-token documents: 386-token windows with a 128-token
 stride, in the engine and in the pipeline), ``bart-mnli-zs10`` (zero-shot over sentences with 10
