@@ -44,11 +44,15 @@ def scheduled_rows(prepared: list[Any], max_batch_tokens: int, max_batch_rows: i
     return batches
 
 
-def scheduled_batches(runner: Any, prepared: list[Any], max_batch_tokens: int, max_batch_rows: int,
+def windows_of(prepared: list[Any], order: list[list[tuple[int, int]]]) -> list[list[Any]]:
+    """The windows of each batch of ``order`` (:func:`scheduled_rows`)."""
+    return [[prepared[index].windows[row] for index, row in batch] for batch in order]
+
+
+def scheduled_batches(prepared: list[Any], max_batch_tokens: int, max_batch_rows: int,
                       grouping_window: int = 256) -> list[list[Any]]:
     """The windows of every batch the deployment would run, in order, all texts queued at once."""
-    return [[prepared[index].windows[row] for index, row in batch]
-            for batch in scheduled_rows(prepared, max_batch_tokens, max_batch_rows, grouping_window)]
+    return windows_of(prepared, scheduled_rows(prepared, max_batch_tokens, max_batch_rows, grouping_window))
 
 
 def operator_times(profile: Path) -> dict[str, float]:
@@ -75,7 +79,7 @@ def profile_package(package: str, texts: list[str], task_config: dict[str, Any],
     prepared = [runner.prepare(text, cfg) for text in texts]
     prepare_s = time.perf_counter() - started
     order = scheduled_rows(prepared, max_batch_tokens, max_batch_rows)
-    batches = [[prepared[index].windows[row] for index, row in batch] for batch in order]
+    batches = windows_of(prepared, order)
     session = create_session(loaded.graph_path, threads)
     collated = [collate(windows, manifest.inputs, pad) for windows in batches]
     session.run(manifest.output_names, collated[0].inputs)  # warm-up

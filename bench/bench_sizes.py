@@ -250,7 +250,6 @@ def compare_graphs(packages: dict[str, str], texts: list[str], rounds: int) -> l
     import time
 
     from engine.batch import collate
-    from engine.config import DEFAULT_MAX_BATCH_TOKENS
     from engine.package import load_package
     from engine.session import create_session
 
@@ -261,7 +260,7 @@ def compare_graphs(packages: dict[str, str], texts: list[str], rounds: int) -> l
         loaded = load_package(path)
         config = loaded.runner.parse_config({})
         prepared = [loaded.runner.prepare(text, config) for text in texts]
-        batches = scheduled_batches(loaded.runner, prepared, DEFAULT_MAX_BATCH_TOKENS, 32)
+        batches = scheduled_batches(prepared, DEFAULT_MAX_BATCH_TOKENS, 32)
         feeds = [collate(windows, loaded.manifest.inputs, loaded.tokenizer.pad_token_id).inputs
                  for windows in batches]
         session = create_session(loaded.graph_path, 1)

@@ -54,7 +54,6 @@ class UnreadableLine(dict):
         super().__init__({"line": number, ERROR_COLUMN: error_record(error)})
 
 
-
 def _suffix(path: str | os.PathLike[str], allowed: tuple[str, ...], what: str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in allowed:

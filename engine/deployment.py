@@ -9,9 +9,10 @@ thread does the task's ``parse_config`` and ``prepare`` before anything is queue
 after, so the workers only ever run graphs. One exception, for latency: a blocking ``infer`` without
 a timeout whose one text is all that is queued, while an allocation is idle, borrows that allocation
 and runs the batch on its own thread (the worker takes nothing meanwhile): no hand-off to the worker
-and back, two thread wake-ups that on a busy host each wait for a core. ``ainfer`` never does (the event loop must not block on a graph). Semantics follow
-Elasticsearch (ELASTIC_REFERENCE.md §5.5, §6): queue capacity counts texts, a full queue answers 429,
-an expired timer 408, a failed batch 500 for the requests in that batch only, a stop cancels with 409.
+and back, two thread wake-ups that on a busy host each wait for a core. ``ainfer`` never does (the
+event loop must not block on a graph). Semantics follow Elasticsearch (ELASTIC_REFERENCE.md §5.5,
+§6): queue capacity counts texts, a full queue answers 429, an expired timer 408, a failed batch 500
+for the requests in that batch only, a stop cancels with 409.
 
 Threads and cores
 -----------------
@@ -19,10 +20,10 @@ Who runs where, and why the cores are never oversubscribed by the engine:
 
 * ONNX Runtime: each allocation has ``threads_per_allocation`` intra-op threads, the worker thread
   itself (or the caller that borrowed the allocation) plus ``threads - 1`` pool threads, all pinned
-  to that allocation's own cores (a caller borrowing a one-thread allocation stays where the OS put
-  it, see :meth:`Deployment._run_lent`) (disjoint from every other allocation's, taken from
-  ``os.sched_getaffinity``). ``inter_op_num_threads`` is 1
-  with the sequential executor (no inter-op pool) and spinning is off, so an idle allocation sleeps.
+  to that allocation's own cores, disjoint from every other allocation's and taken from
+  ``os.sched_getaffinity`` (a caller borrowing a one-thread allocation stays where the OS put it:
+  :meth:`Deployment._run_lent`). ``inter_op_num_threads`` is 1 with the sequential executor (no
+  inter-op pool) and spinning is off, so an idle allocation sleeps.
   The ES clamping rules keep ``allocations × threads`` within the allowed set except where they
   round up (engine/cores.py); then the allocations that find no free cores run unpinned.
 * Tokenizer: ``task.prepare`` runs in the *caller's* thread, one text at a time. ``tokenizers`` only

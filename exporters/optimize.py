@@ -3,10 +3,10 @@
 ONNX Runtime's ``onnxruntime.transformers.optimizer`` rewrites the exported op soup into the
 contrib ops its CPU kernels implement in one pass each (Attention, EmbedLayerNormalization,
 SkipLayerNormalization, BiasGelu); the attention its fuser leaves alone (MPNet's position bias,
-MobileBERT's bottleneck) becomes MultiHeadAttention in :mod:`exporters.attention_bias`. Pattern fusion can silently change results when a model's
-graph only looks like BERT's (RoBERTa's position ids, DeBERTa's disentangled attention, MobileBERT's
-NoNorm), so every fused graph is run against the unfused one on random but valid inputs, and the
-unfused graph is kept when they differ. Measured on all-MiniLM-L6-v2, one thread, see
+MobileBERT's bottleneck) becomes MultiHeadAttention in :mod:`exporters.attention_bias`. Pattern
+fusion can silently change results when a model's graph only looks like BERT's (RoBERTa's position
+ids, DeBERTa's disentangled attention, MobileBERT's NoNorm), so every fused graph is run against the
+unfused one on random but valid inputs, and the unfused graph is kept when they differ. Measured on all-MiniLM-L6-v2, one thread, see
 bench/RESULTS.md "Exporters".
 """
 
