@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from engine.session import create_session
 from exporters.calibration import calibration_sentences
 from exporters.optimize import optimize_graph
 from exporters.quantize import quantize_with_guard
@@ -64,11 +65,7 @@ MODELS = {
 
 
 def single_thread_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return create_session(path, 1)
 
 
 def latency_ms(path: Path, feed: dict[str, np.ndarray], repeats: int) -> float:

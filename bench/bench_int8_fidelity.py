@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from engine.batch import collate
 from engine.manifest import read_manifest
+from engine.session import create_session
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -60,13 +60,7 @@ class Package:
         self.manifest = read_manifest(path)
         self.tokenizer = Tokenizer.from_file(str(path / self.manifest.tokenizer))
         self.tokenizer.enable_truncation(min(self.manifest.tokenization.max_sequence_length, 384))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(path / self.manifest.graph), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = create_session(path / self.manifest.graph, 1)
         self.pad = int(self.manifest.special_tokens["pad"][1])
 
     def run(self, texts: list[str]) -> np.ndarray:

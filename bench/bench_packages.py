@@ -41,12 +41,9 @@ def _feeds(package: Path, sentences: list[str]) -> dict[str, np.ndarray]:
 
 
 def _latency_ms(graph: Path, feeds: dict[str, np.ndarray], repeats: int = 15) -> float:
-    import onnxruntime as ort
+    from engine.session import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    session = create_session(graph, 1)
     session.run(None, feeds)
     times = []
     for _ in range(repeats):

@@ -29,6 +29,13 @@ _OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 
+# ORT load-time fusions that make this engine's graphs slower: ``SkipLayerNormFusion`` would fold each
+# residual ``Add`` + ``LayerNormalization`` the exporter keeps apart back into a
+# ``SkipLayerNormalization``, whose CPU kernel (onnxruntime 1.32) runs 4x slower than the two it
+# replaces (bench/RESULTS.md "The residual LayerNorm, unfused"). Every session that runs a package
+# graph, the exporter's calibration and parity sessions included, passes this list.
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
 # The session options a user may change, with the type each takes. The exported graph is already
 # optimised, so "graph_optimization_level" matters mainly for debugging; the arena and memory-pattern
 # switches trade memory for speed when request shapes vary a lot (the pattern is off by default:
@@ -142,6 +149,7 @@ def create_session(
         session_options.profile_file_prefix = options["profile_file_prefix"]
     try:
         return ort.InferenceSession(os.fspath(path), sess_options=session_options,
-                                    providers=["CPUExecutionProvider"])
+                                    providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(DISABLED_OPTIMIZERS))
     except Exception as error:  # ORT raises its own pybind exception types for every load failure
         raise ModelError(f"cannot load ONNX graph [{path}]: {error}") from error

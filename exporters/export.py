@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.errors import ExportError
 from engine.manifest import Manifest, write_manifest
+from engine.session import DISABLED_OPTIMIZERS
 
 from . import registry
 from .source import ModelSource, resolve_source
@@ -253,7 +254,8 @@ def parity_error(graph: Path, feeds: dict[str, np.ndarray], expected: list[np.nd
     attention may fill them differently and the engine trims them anyway."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"],
+                                           disabled_optimizers=list(DISABLED_OPTIMIZERS))
     actual = session.run(None, feeds)
     mask = feeds["attention_mask"].astype(bool)
     worst = 0.0

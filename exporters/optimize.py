@@ -2,7 +2,7 @@
 
 ONNX Runtime's ``onnxruntime.transformers.optimizer`` rewrites the exported op soup into the
 contrib ops its CPU kernels implement in one pass each (Attention, EmbedLayerNormalization,
-SkipLayerNormalization, BiasGelu); the attention its fuser leaves alone (MPNet's position bias,
+LayerNormalization, BiasGelu); the attention its fuser leaves alone (MPNet's position bias,
 MobileBERT's bottleneck) becomes MultiHeadAttention in :mod:`exporters.attention_bias`. Pattern
 fusion can silently change results when a model's graph only looks like BERT's (RoBERTa's position
 ids, DeBERTa's disentangled attention, MobileBERT's NoNorm), so every fused graph is run against the
@@ -23,6 +23,7 @@ from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionO
 from onnxruntime.transformers.optimizer import optimize_model
 
 from engine.errors import ExportError
+from engine.session import DISABLED_OPTIMIZERS
 
 from .attention_bias import fuse_attention_with_bias
 
@@ -94,6 +95,12 @@ def optimize_graph(
     # A raw 2-D mask instead of the default per-row length ("mask index"): correct for any padding
     # pattern, not only right padding, at no measurable cost on CPU.
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    # Residual + LayerNorm stay ``Add`` + ``LayerNormalization``: ORT's ``SkipLayerNormalization`` CPU
+    # kernel (1.32) takes 4x as long as the two plain kernels on the same [940, 384] rows, and was
+    # a quarter of an int8 MiniLM batch (bench/RESULTS.md "The residual LayerNorm, unfused").
+    # engine.session keeps ORT from fusing them back at load.
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     try:
         fused = optimize_model(
             str(src),
@@ -200,7 +207,8 @@ def _input_names(session: ort.InferenceSession) -> list[str]:
 def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def _opset(path: Path) -> int:

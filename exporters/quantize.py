@@ -59,6 +59,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from engine.errors import ExportError
 from engine.progress import progress_bar
+from engine.session import DISABLED_OPTIMIZERS
 
 METRICS = ("cosine", "argmax", "token_argmax", "sparse_cosine", "score")
 DEFAULT_THRESHOLD = 0.99
@@ -423,7 +424,8 @@ def _make_static(dynamic: Path, dst: Path, ranges: Ranges) -> None:
     Every ``DynamicQuantizeLinear`` becomes a ``QuantizeLinear`` whose scale and zero point are
     initializers (under the names the dynamic node's outputs had, so ``QAttention`` and the rest
     read them unchanged), and every ``MatMulInteger → Cast → Mul(scale)`` chain becomes one
-    ``MatMulIntegerToFloat``, which applies the scales inside the GEMM.
+    ``MatMulIntegerToFloat``, which applies the scales inside the GEMM, and the bias ``Add`` after
+    it too (the projections' biases: the residual LayerNorm no longer takes them, optimize.py says why).
     """
     model = onnx.load(str(dynamic))
     graph = model.graph
@@ -432,6 +434,8 @@ def _make_static(dynamic: Path, dst: Path, ranges: Ranges) -> None:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     producer = {output: node for node in graph.node for output in node.output}
+    initializers = {item.name: item for item in graph.initializer}
+    graph_outputs = {item.name for item in graph.output}
     removed: set[int] = set()
     replacement: dict[int, onnx.NodeProto] = {}
     for node in graph.node:
@@ -458,8 +462,17 @@ def _make_static(dynamic: Path, dst: Path, ranges: Ranges) -> None:
             cast, mul, scales = chain
             a_scale, b_scale = (name for name in scales.input)
             inputs = [node.input[0], node.input[1], a_scale, b_scale, *node.input[2:4]]
+            output = mul.output[0]
+            weight = initializers.get(node.input[1])
+            width = weight.dims[-1] if weight is not None else None
+            bias = _bias_add(output, width, consumers, initializers, graph_outputs)
+            if bias is not None:
+                add, bias_name = bias
+                inputs.append(bias_name)
+                output = add.output[0]
+                removed.add(id(add))
             replacement[id(node)] = helper.make_node(
-                "MatMulIntegerToFloat", inputs, [mul.output[0]], name=node.name, domain=MS_DOMAIN
+                "MatMulIntegerToFloat", inputs, [output], name=node.name, domain=MS_DOMAIN
             )
             removed |= {id(cast), id(mul), id(scales)}
     nodes = [replacement.get(id(node), node) for node in graph.node if id(node) not in removed]
@@ -468,6 +481,26 @@ def _make_static(dynamic: Path, dst: Path, ranges: Ranges) -> None:
     if not any(item.domain == MS_DOMAIN for item in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     onnx.save(model, str(dst))
+
+
+def _bias_add(
+    output: str,
+    width: int | None,
+    consumers: dict[str, list[onnx.NodeProto]],
+    initializers: dict[str, onnx.TensorProto],
+    graph_outputs: set[str],
+) -> tuple[onnx.NodeProto, str] | None:
+    """The ``Add`` of a constant fp32 vector of ``width`` (the GEMM's output columns) that is the only
+    reader of ``output``, and the vector's name: a bias ``MatMulIntegerToFloat`` adds itself (else None)."""
+    after = consumers.get(output, [])
+    if output in graph_outputs or len(after) != 1 or after[0].op_type != "Add":
+        return None
+    add = after[0]
+    other = add.input[1] if add.input[0] == output else add.input[0]
+    tensor = initializers.get(other)
+    if tensor is None or list(tensor.dims) != [width] or tensor.data_type != onnx.TensorProto.FLOAT:
+        return None
+    return add, other
 
 
 def _scaled_matmul(
@@ -509,7 +542,8 @@ def _session(model: Path | bytes) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def _feed_for(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

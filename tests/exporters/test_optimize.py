@@ -36,7 +36,8 @@ def test_minilm_fuses_and_matches_unfused(minilm_onnx: Path, tmp_path: Path) -> 
     block = optimize_graph(minilm_onnx, fused, "bert", num_heads=12, hidden_size=384)
     assert block["fused"] is True
     assert block["fusions"]["Attention"] == 6
-    assert block["fusions"]["SkipLayerNormalization"] == 12
+    assert block["fusions"]["LayerNormalization"] == 12
+    assert "SkipLayerNormalization" not in block["fusions"]
     assert block["fusions"]["EmbedLayerNormalization"] == 1
     assert block["parity"]["max_rel_err"] <= PARITY_TOLERANCE
     assert block["opset"] >= 14

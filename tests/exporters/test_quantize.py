@@ -77,10 +77,19 @@ def test_minilm_block_fields(minilm_int8: tuple[Path, dict], minilm_fp32: Path) 
     assert block["candidates"] == 24  # 6 fused Attention + 18 MatMul
     # the 30522×384 word-embedding table stays fp32 (it is a lookup, not a MatMul): 90 MB -> 58 MB
     assert dst.stat().st_size < minilm_fp32.stat().st_size * 0.7
-    ops = {node.op_type for node in onnx.load(str(dst)).graph.node}
+    graph = onnx.load(str(dst)).graph
+    ops = {node.op_type for node in graph.node}
     # static activation scales: no per-batch DynamicQuantizeLinear, scales applied inside the GEMM
     assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger"}
+    # ... and the projection biases too: the attention output and FFN-out GEMMs of 6 layers take theirs
+    # (the FFN-in bias is BiasGelu's), and no separate Add of a constant follows any int8 GEMM
+    gemms = [node for node in graph.node if node.op_type == "MatMulIntegerToFloat"]
+    assert sum(len(node.input) == 7 for node in gemms) == 12
+    constants = {item.name for item in graph.initializer}
+    outputs = {node.output[0] for node in gemms}
+    assert not [node for node in graph.node
+                if node.op_type == "Add" and set(node.input) & outputs and set(node.input) & constants]
 
 
 @pytest.mark.parametrize("held_out", ["calibration", "sts"])

@@ -226,6 +226,39 @@ def test_profile_file_prefix_writes_an_operator_trace(graph: Path, tmp_path: Pat
     assert create_session(graph, threads=1).get_session_options().enable_profiling is False
 
 
+def _residual_layernorm_graph(path: Path) -> Path:
+    """``LayerNormalization(x + skip)``: the pattern ORT's load-time SkipLayerNormFusion rewrites."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    width = 8
+    nodes = [
+        helper.make_node("Add", ["x", "skip"], ["sum"]),
+        helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
+    ]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, width]) for name in ("x", "skip")]
+    weights = [numpy_helper.from_array(np.full(width, value, np.float32), name)
+               for name, value in (("gamma", 1.0), ("beta", 0.0))]
+    graph = helper.make_graph(nodes, "residual", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              weights)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_sessions_keep_the_residual_layernorm_unfused(tmp_path: Path) -> None:
+    # ORT would fuse Add + LayerNormalization into SkipLayerNormalization, whose CPU kernel is the slow
+    # one (engine.session.DISABLED_OPTIMIZERS): the operators that actually ran say whether it did.
+    graph = _residual_layernorm_graph(tmp_path / "residual.onnx")
+    session = create_session(graph, threads=1, options={"profile_file_prefix": str(tmp_path / "trace")})
+    x = np.arange(24, dtype=np.float32).reshape(1, 3, 8)
+    (y,) = session.run(None, {"x": x, "skip": x})
+    ran = {event["args"]["op_name"] for event in json.loads(Path(session.end_profiling()).read_text())
+           if event.get("cat") == "Node" and "op_name" in event.get("args", {})}
+    assert {"Add", "LayerNormalization"} <= ran and "SkipLayerNormalization" not in ran
+    total = 2 * x
+    expected = (total - total.mean(-1, keepdims=True)) / np.sqrt(total.var(-1, keepdims=True) + 1e-12)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_session_on_a_broken_graph_is_a_model_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a graph")
