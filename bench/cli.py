@@ -24,7 +24,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="measure throughput over allocations × threads, batch budgets and client concurrency",
-        description="Throughput benchmark on this machine's allowed cores. Medians of --repeats runs.",
+        description="Throughput benchmark on this machine's allowed cores. Medians of --repeats rounds; each round runs every configuration once, so a drift in the machine's load hits all of them alike.",
     )
     parser.add_argument("--model", "-m", default=None,
                         help="model package dir or Hugging Face source (default: the task's default model)")

@@ -100,8 +100,9 @@ def drive(call: Callable[[list[str]], object], texts: list[str], concurrency: in
 
 
 def summarise(system: str, config: str, texts: list[str], n_tokens: int,
-              runs: list[tuple[float, list[float], float]]) -> Measurement:
-    """Median over repeats (the machines are shared and noisy); latency percentiles over all requests."""
+              runs: list[tuple[float, list[float], float]], rss_mb: float | None = None) -> Measurement:
+    """Median over repeats (the machines are shared and noisy); latency percentiles over all requests.
+    ``rss_mb``: the peak RSS to report (default: this process's, now)."""
     walls = [wall for wall, _, _ in runs]
     wall = statistics.median(walls)
     latencies = np.array([lat for _, lats, _ in runs for lat in lats] or [0.0])
@@ -115,7 +116,7 @@ def summarise(system: str, config: str, texts: list[str], n_tokens: int,
         latency_ms_p95=float(np.percentile(latencies, 95)),
         latency_ms_p99=float(np.percentile(latencies, 99)),
         cpu_utilisation=float(cpu),
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb() if rss_mb is None else rss_mb,
         repeats=[len(texts) / w for w in walls],
     )
 
@@ -138,41 +139,32 @@ def runs_bar(total: int) -> Any:
 
 def bench_engine(package_path: str, task: str, texts: list[str], configs: list[BenchConfig], repeats: int,
                  task_config: dict[str, Any], progress: Callable[[str], None] = print) -> list[Measurement]:
-    """Measure each configuration on a fresh deployment, after one warm-up pass over a slice of the corpus."""
-    with runs_bar(len(configs) * (repeats + 1)) as bar:
+    """Measure every configuration in ``repeats`` rounds, each round running every configuration once on a
+    fresh deployment after one warm-up pass over a slice of the corpus.
+
+    Rounds, not one configuration's repeats after another's: on a shared machine the load drifts over
+    minutes, and a drift then hits every configuration alike instead of making one of them look faster
+    (a ratio such as 2 × 1 ÷ 1 × 1 moved by ±10 % between sequential runs). Only one deployment is loaded
+    at a time. Peak RSS is read after a configuration's first round, so it is the high-water mark of the
+    configurations run up to and including it, as when they ran one after another.
+    """
+    with runs_bar(len(configs) * repeats * 2) as bar:
         return _bench_engine(package_path, task, texts, configs, repeats, task_config, progress, bar)
 
 
 def _bench_engine(package_path: str, task: str, texts: list[str], configs: list[BenchConfig], repeats: int,
                   task_config: dict[str, Any], progress: Callable[[str], None], bar: Any) -> list[Measurement]:
-    import engine
-
     n_tokens = count_tokens(package_path, texts)
+    runs: dict[BenchConfig, list[tuple[float, list[float], float]]] = {config: [] for config in configs}
+    rss: dict[BenchConfig, float] = {}
+    for _ in range(repeats):
+        for config in configs:
+            bar.set_description(config.label())
+            runs[config].append(_one_run(package_path, task, texts, config, task_config, bar))
+            rss.setdefault(config, peak_rss_mb())
     results = []
     for config in configs:
-        bar.set_description(config.label())
-        rows = {} if config.max_batch_rows is None else {"max_batch_rows": config.max_batch_rows}
-        deployment = engine.load(
-            package_path, task=task, **rows,
-            number_of_allocations=config.number_of_allocations,
-            threads_per_allocation=config.threads_per_allocation,
-            max_batch_tokens=config.max_batch_tokens,
-            queue_capacity=max(1024, len(texts)),
-            cache_size=0,
-        )
-        try:
-            def call(batch: list[str], deployment: Any = deployment) -> object:
-                return deployment.infer(batch, **task_config)
-
-            drive(call, texts[: max(32, len(texts) // 10)], config.concurrency, config.request_size)
-            bar.update()
-            runs = []
-            for _ in range(repeats):
-                runs.append(drive(call, texts, config.concurrency, config.request_size))
-                bar.update()
-        finally:
-            deployment.stop()
-        measurement = summarise("engine", config.label(), texts, n_tokens, runs)
+        measurement = summarise("engine", config.label(), texts, n_tokens, runs[config], rss[config])
         line = (f"  engine {config.label():32s} {measurement.docs_per_s:8.1f} docs/s "
                 f"p50 {measurement.latency_ms_p50:7.1f} ms")
         if bar.disable:
@@ -181,3 +173,30 @@ def _bench_engine(package_path: str, task: str, texts: list[str], configs: list[
             bar.write(line, file=sys.stderr)
         results.append(measurement)
     return results
+
+
+def _one_run(package_path: str, task: str, texts: list[str], config: BenchConfig, task_config: dict[str, Any],
+             bar: Any) -> tuple[float, list[float], float]:
+    """Load ``config``'s deployment, warm it up, time one pass over ``texts``, stop it."""
+    import engine
+
+    rows = {} if config.max_batch_rows is None else {"max_batch_rows": config.max_batch_rows}
+    deployment = engine.load(
+        package_path, task=task, **rows,
+        number_of_allocations=config.number_of_allocations,
+        threads_per_allocation=config.threads_per_allocation,
+        max_batch_tokens=config.max_batch_tokens,
+        queue_capacity=max(1024, len(texts)),
+        cache_size=0,
+    )
+    try:
+        def call(batch: list[str]) -> object:
+            return deployment.infer(batch, **task_config)
+
+        drive(call, texts[: max(32, len(texts) // 10)], config.concurrency, config.request_size)
+        bar.update()
+        timed = drive(call, texts, config.concurrency, config.request_size)
+        bar.update()
+        return timed
+    finally:
+        deployment.stop()

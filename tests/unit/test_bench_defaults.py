@@ -69,3 +69,27 @@ def test_plot_titles_name_the_model_and_the_png_is_written(tmp_path: Path) -> No
     paths = report.write_reports(tmp_path, {"task": "text_embedding", "model": "/tmp/x/pkg", "repeats": 3}, [row, baseline])
     assert [path.name for path in paths] == ["bench.json", "bench.md", "bench.png"]
     assert paths[2].stat().st_size > 10_000
+
+
+def test_bench_runs_configurations_in_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A load drift over minutes must hit every configuration alike: round r runs each configuration once
+    # before round r + 1 starts, and each configuration's median is over its own runs.
+    from bench import throughput
+
+    order: list[str] = []
+    walls = {"1x1": iter([4.0, 2.0, 3.0]), "2x1": iter([1.0, 3.0, 2.0])}
+
+    def one_run(package: str, task: str, texts: list[str], config: throughput.BenchConfig, task_config: dict,
+                bar: object) -> tuple[float, list[float], float]:
+        label = f"{config.number_of_allocations}x{config.threads_per_allocation}"
+        order.append(label)
+        return next(walls[label]), [10.0], 1.0
+
+    monkeypatch.setattr(throughput, "_one_run", one_run)
+    monkeypatch.setattr(throughput, "count_tokens", lambda package, texts: 100)
+    configs = [throughput.BenchConfig(1, 1, 2048, 4, 32), throughput.BenchConfig(2, 1, 2048, 4, 32)]
+    texts = ["a text"] * 30
+    single, double = throughput.bench_engine("pkg", "text_embedding", texts, configs, 3, {}, progress=lambda line: None)
+    assert order == ["1x1", "2x1"] * 3
+    assert single.repeats == [7.5, 15.0, 10.0] and single.docs_per_s == 10.0
+    assert double.repeats == [30.0, 10.0, 15.0] and double.docs_per_s == 15.0
