@@ -64,13 +64,9 @@ MODELS = {
 }
 
 
-def single_thread_session(path: Path) -> ort.InferenceSession:
-    return create_session(path, 1)
-
-
 def latency_ms(path: Path, feed: dict[str, np.ndarray], repeats: int) -> float:
     """Median wall time of one run, after one warm-up run."""
-    session = single_thread_session(path)
+    session = create_session(path, 1)
     inputs = {item.name: feed[item.name] for item in session.get_inputs()}
     session.run(None, inputs)
     times = []
@@ -82,7 +78,7 @@ def latency_ms(path: Path, feed: dict[str, np.ndarray], repeats: int) -> float:
 
 
 def embed(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-    session = single_thread_session(path)
+    session = create_session(path, 1)
     names = [item.name for item in session.get_inputs()]
     return np.concatenate([session.run(None, {name: feed[name] for name in names})[0] for feed in feeds])
 
