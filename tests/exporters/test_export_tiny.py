@@ -16,7 +16,7 @@ import onnxruntime
 import pytest
 import torch
 
-from engine.manifest import read_manifest
+from engine.manifest import GRAPH_RECIPE, read_manifest
 from exporters import export
 from exporters.registry import OUTPUTS, PAIR_TASKS, SUPPORTED, supported_pairs
 from tests.exporters.oracles import graph_outputs, torch_outputs
@@ -184,6 +184,7 @@ def test_fused_graph_matches_transformers(
     manifest = read_manifest(package)
     optimization = manifest.optimization
     assert optimization["opset"] == 17
+    assert manifest.graph_recipe == GRAPH_RECIPE
     expected = _expected_fusions(architecture, build_tiny_model(architecture, task, tiny_root))
     assert optimization["fusions"] == expected, optimization.get("reason")
     assert optimization["fused"] is bool(expected)
