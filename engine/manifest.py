@@ -22,8 +22,9 @@ MANIFEST_NAME = "engine.json"
 # The revision of the graph recipe the exporter follows (which fusions, how it quantises), written to
 # ``optimization.recipe``. Raised when a recipe change makes re-exported packages faster or closer to
 # PyTorch, so that ``engine.api.resolve_model`` re-exports the packages *it cached* from an older recipe;
-# a package a user points at is data and loads as it is. 2: the residual LayerNorm is left unfused.
-GRAPH_RECIPE = 2
+# a package a user points at is data and loads as it is. 2: the residual LayerNorm is left unfused;
+# 3: the int8 FFN-in GEMM adds BiasGelu's bias, a plain Gelu follows.
+GRAPH_RECIPE = 3
 
 # A package is data a user downloads: every size is capped before anything is read or parsed. The
 # graph cap is protobuf's own 2 GiB limit (bigger weights go to external data files); the package cap

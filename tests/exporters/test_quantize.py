@@ -82,10 +82,15 @@ def test_minilm_block_fields(minilm_int8: tuple[Path, dict], minilm_fp32: Path) 
     # static activation scales: no per-batch DynamicQuantizeLinear, scales applied inside the GEMM
     assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger"}
-    # ... and the projection biases too: the attention output and FFN-out GEMMs of 6 layers take theirs
-    # (the FFN-in bias is BiasGelu's), and no separate Add of a constant follows any int8 GEMM
+    # ... and the projection biases too: the attention output, FFN-in and FFN-out GEMMs of 6 layers take
+    # theirs (the FFN-in bias was BiasGelu's: a plain Gelu reads the GEMM), and no separate Add of a
+    # constant follows any int8 GEMM
     gemms = [node for node in graph.node if node.op_type == "MatMulIntegerToFloat"]
-    assert sum(len(node.input) == 7 for node in gemms) == 12
+    assert sum(len(node.input) == 7 for node in gemms) == 18
+    producers = {node.output[0]: node.op_type for node in graph.node}
+    gelus = [node for node in graph.node if node.op_type == "Gelu"]
+    assert "BiasGelu" not in ops and len(gelus) == 6
+    assert {producers[node.input[0]] for node in gelus} == {"MatMulIntegerToFloat"}
     constants = {item.name for item in graph.initializer}
     outputs = {node.output[0] for node in gemms}
     assert not [node for node in graph.node
