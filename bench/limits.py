@@ -6,7 +6,8 @@ limit here is measured, not looked up: for every weight GEMM shape ``[K, N]`` th
 (:func:`bench.flops.graph_flops`), a one-node graph ``[tokens, K] × [K, N]`` (``MatMulInteger`` u8 × s8
 for int8, ``MatMul`` for fp32) runs through :func:`engine.session.create_session` with the
 configuration's threads, one session per allocation at once, each pinned to its own cores as the
-engine pins them. The model's int8 rate is its total GEMM work over the time those shapes take, weighted
+engine pins them; a shape's time is the median of its runs over a quarter second, so a run the host
+preempts does not lower the rate. The model's int8 rate is its total GEMM work over the time those shapes take, weighted
 by how often each occurs. A run reads the rates at each of its configurations and prices every row
 (engine and baselines alike) at the best reading: what these cores can do.
 
@@ -94,11 +95,13 @@ def _rate(path: Path, k: int, tokens: int, int8: bool, allocations: int, threads
             session = create_session(path, threads, pinned)
             session.run(None, {"A": feed})
             barrier.wait()
-            runs, started = 0, time.perf_counter()
-            while time.perf_counter() - started < SECONDS_PER_SHAPE or runs < 3:
+            times: list[float] = []
+            started = time.perf_counter()
+            while time.perf_counter() - started < SECONDS_PER_SHAPE or len(times) < 5:
+                began = time.perf_counter()
                 session.run(None, {"A": feed})
-                runs += 1
-            seconds.append((time.perf_counter() - started) / runs)
+                times.append(time.perf_counter() - began)
+            seconds.append(float(np.median(times)))
         except BaseException as error:  # re-raised in the caller: a limit must not silently be wrong
             errors.append(error)
             barrier.abort()
