@@ -145,10 +145,14 @@ def build_model(case: Case, out: Path) -> Path:
 
 
 def export(case: Case, source: Path, package: Path) -> Path:
-    if (package / "engine.json").exists():
+    """The case's package, exported again when the one in ``--home`` is from an older graph recipe."""
+    from engine.manifest import GRAPH_RECIPE, package_recipe
+
+    recipe = package_recipe(package)
+    if recipe is not None and recipe >= GRAPH_RECIPE:
         return package
     subprocess.run(["engine", "export", str(source), "--task", case.task, "--out", str(package),
-                    "--accuracy-threshold", "0", "--quiet"], check=True)
+                    "--accuracy-threshold", "0", "--quiet", "--force"], check=True)
     return package
 
 

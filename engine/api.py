@@ -21,8 +21,8 @@ from typing import Any
 
 from .catalog import DEFAULT_EMBEDDING
 from .deployment import Deployment, DeploymentConfig
-from .errors import EngineError, InvalidInput, ModelError, PackageError
-from .manifest import GRAPH_RECIPE, MANIFEST_NAME, read_manifest
+from .errors import EngineError, InvalidInput, ModelError
+from .manifest import GRAPH_RECIPE, MANIFEST_NAME, package_recipe
 from .package import LoadedPackage, load_package
 from .tasks import TASK_NAMES
 
@@ -105,29 +105,18 @@ def resolve_model(model: str | os.PathLike[str] | None, task: str | None, quanti
     if (Path(source) / MANIFEST_NAME).is_file():
         return Path(source)
     target = _cache_dir_for(source, task or "auto", quantize)
-    stale = _stale_recipe(target)
-    if stale is None:
+    recipe = package_recipe(target)
+    if recipe is not None and recipe >= GRAPH_RECIPE:
         return target
     export = _exporter(source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if stale:
-        log.warning("re-exporting %s: its cached package %s was built with graph recipe %d, this exporter "
-                     "builds recipe %d", source, target, stale, GRAPH_RECIPE)
-    export(source, task=task, out=target, quantize=quantize, force=bool(stale))
+    if (target / MANIFEST_NAME).is_file():
+        log.warning("re-exporting %s: its cached package %s was built with graph recipe %s, this exporter "
+                    "builds recipe %d", source, target, recipe or "unknown (it does not read)", GRAPH_RECIPE)
+    # A cache is not a place a user edits: an older recipe, an unreadable package or a half-written
+    # folder there is remade.
+    export(source, task=task, out=target, quantize=quantize, force=target.exists())
     return target
-
-
-def _stale_recipe(target: Path) -> int | None:
-    """None when ``target`` holds a cached package of the current graph recipe; 0 when there is none; else
-    the older recipe it was built with. A cached package is ours to remake (the source is still there);
-    one that does not read is remade too, since the cache is not a place a user edits."""
-    if not (target / MANIFEST_NAME).is_file():
-        return 0
-    try:
-        recipe = read_manifest(target, verify=False).graph_recipe
-    except PackageError:
-        return 1
-    return None if recipe >= GRAPH_RECIPE else recipe
 
 
 EXPORTER_GROUP = "engine.exporters"

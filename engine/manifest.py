@@ -330,3 +330,15 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
                     f"the manifest says {expected}"
                 )
     return manifest
+
+
+def package_recipe(directory: str | Path) -> int | None:
+    """The graph recipe of the package in ``directory``, or None when there is no package there that
+    reads (no manifest, or one this engine refuses): what a cache compares with :data:`GRAPH_RECIPE`
+    to decide whether an export it made is still current."""
+    if not (Path(directory) / MANIFEST_NAME).is_file():
+        return None
+    try:
+        return read_manifest(directory, verify=False).graph_recipe
+    except PackageError:
+        return None

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import engine.api
+from engine.errors import PackageError
 from engine.manifest import GRAPH_RECIPE, MANIFEST_NAME, Manifest, read_manifest, write_manifest
 
 
@@ -101,5 +102,5 @@ def test_a_malformed_recipe_is_a_package_error(tmp_path: Path) -> None:
     data = json.loads((tmp_path / MANIFEST_NAME).read_text())
     data["optimization"]["recipe"] = "two"
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
-    with pytest.raises(engine.api.PackageError, match=r"optimization\.recipe"):
+    with pytest.raises(PackageError, match=r"optimization\.recipe"):
         read_manifest(tmp_path, verify=False)
