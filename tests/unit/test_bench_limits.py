@@ -85,3 +85,18 @@ def test_markdown_reports_the_shares_beside_docs_per_second() -> None:
     table = report.markdown_table([{**row, "gops": 40.0, "limit_share": 0.4, "ideal_share": 0.7}])
     header, _, line = table.splitlines()
     assert "share of int8 limit" in header and line.endswith("| 40.0 | 40% | 70% |")
+
+
+def test_the_limit_is_the_best_configurations_median_reading() -> None:
+    """A transient fast reading (the first seconds after a pause) does not set the limit; the best
+    configuration's median does, int8 and fp32 each."""
+    def reading(allocations: int, int8: float, fp32: float) -> limits.Limit:
+        return limits.Limit(allocations, 1, 1024, int8, fp32)
+
+    readings = [reading(1, 970e9, 100e9), reading(2, 1050e9, 200e9), reading(1, 530e9, 104e9),
+                reading(2, 1030e9, 210e9), reading(1, 520e9, 102e9), reading(2, 1070e9, 190e9)]
+    limit = limits.sustained_limit(readings)
+    assert (limit.allocations, limit.threads) == (2, 1)
+    assert limit.int8_ops_per_s == pytest.approx(1050e9)
+    assert limit.fp32_ops_per_s == pytest.approx(200e9)
+    assert limits.sustained_limit(readings[:2]).int8_ops_per_s == pytest.approx(1050e9)
