@@ -149,9 +149,10 @@ def limit_columns(limit: Limit, docs_per_s: float, n_docs: int, int8_ops: float,
 
 def sustained_limit(readings: list[Limit]) -> Limit:
     """The limit a run is priced at: each configuration's median reading, then the best configuration
-    (int8 and fp32 apart). Medians, not the single best reading: on this kind of host the first seconds
-    of GEMM work after a pause run up to 1.8x faster than sustained work (one core read 970 GOPS, then
-    491-568 in five readings that followed within 25 s), and a benchmark's throughput is sustained work."""
+    (int8 and fp32 apart). Medians, not the single best reading: on a shared host one reading can be far
+    off the others of the same minute (one core read 970 GOPS, then 491-568 in the five readings that
+    followed within 25 s; in another run 1,183 then 590), and a benchmark's throughput is sustained work
+    that such a moment does not speed up."""
     by_config: dict[tuple[int, int], list[Limit]] = {}
     for reading in readings:
         by_config.setdefault((reading.allocations, reading.threads), []).append(reading)
@@ -170,7 +171,7 @@ def attach_limits(rows: list[dict[str, Any]], package: str, texts: list[str], ta
 
     The rates are read at every ``(allocations, threads)`` the run used (``threads_of`` maps an engine
     row's ``config`` label to it; the baselines are one process on every allowed core), twice each,
-    alternating, after one warm-up reading; the limit every row is priced at is the best configuration's
+    alternating; the limit every row is priced at is the best configuration's
     median int8 and fp32 rates (:func:`sustained_limit`): what these cores sustain, whichever way they are
     split, so one system's share is comparable with another's in the same table.
     """
@@ -182,7 +183,6 @@ def attach_limits(rows: list[dict[str, Any]], package: str, texts: list[str], ta
     every_core = (1, len(allowed_cpus()))
     wanted = sorted({threads_of.get(row["config"], every_core) if row["system"] == "engine" else every_core
                      for row in rows})
-    measure_limit(flops, *wanted[-1], tokens)  # warm-up, not kept: see sustained_limit
     readings = [measure_limit(flops, allocations, threads, tokens)
                 for _ in range(2) for allocations, threads in wanted]
     limit = sustained_limit(readings)
