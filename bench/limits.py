@@ -7,9 +7,10 @@ limit here is measured, not looked up: for every weight GEMM shape ``[K, N]`` th
 for int8, ``MatMul`` for fp32) runs through :func:`engine.session.create_session` with the
 configuration's threads, one session per allocation at once, each pinned to its own cores as the
 engine pins them; a shape's time is the median of its runs over a quarter second, so a run the host
-preempts does not lower the rate. The model's int8 rate is its total GEMM work over the time those shapes take, weighted
-by how often each occurs. A run reads the rates at each of its configurations and prices every row
-(engine and baselines alike) at the best configuration's median reading: what these cores sustain.
+preempts does not lower the rate. The model's int8 rate is its total GEMM work over the time those
+shapes take, weighted by how often each occurs. A run reads the rates at each of its configurations and
+prices every row (engine and baselines alike) at the best configuration's median reading: what these
+cores sustain.
 
 ``limit_share`` of a throughput = achieved operations per second ÷ the int8 rate (every counted
 operation at int8 speed: the issue's "share of the int8 limit"); ``ideal_share`` prices the package's
@@ -171,9 +172,9 @@ def attach_limits(rows: list[dict[str, Any]], package: str, texts: list[str], ta
 
     The rates are read at every ``(allocations, threads)`` the run used (``threads_of`` maps an engine
     row's ``config`` label to it; the baselines are one process on every allowed core), twice each,
-    alternating; the limit every row is priced at is the best configuration's
-    median int8 and fp32 rates (:func:`sustained_limit`): what these cores sustain, whichever way they are
-    split, so one system's share is comparable with another's in the same table.
+    alternating; the limit every row is priced at is the best configuration's median int8 and fp32 rates
+    (:func:`sustained_limit`): what these cores sustain, whichever way they are split, so one system's
+    share is comparable with another's in the same table.
     """
     from engine.cores import allowed_cpus
     from engine.package import load_package
