@@ -153,3 +153,17 @@ def create_session(
                                     disabled_optimizers=list(DISABLED_OPTIMIZERS))
     except Exception as error:  # ORT raises its own pybind exception types for every load failure
         raise ModelError(f"cannot load ONNX graph [{path}]: {error}") from error
+
+
+def checking_session(model: str | os.PathLike[str] | bytes) -> ort.InferenceSession:
+    """A session for the exporter's parity, fusion and calibration checks: every allowed core (checks
+    run once, before any deployment), and the same :data:`DISABLED_OPTIMIZERS` as a serving session, so
+    what they measure is the graph a deployment runs. ``model`` is a path or a serialised graph."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
+

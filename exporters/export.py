@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.errors import ExportError
 from engine.manifest import GRAPH_RECIPE, Manifest, write_manifest
-from engine.session import DISABLED_OPTIMIZERS
+from engine.session import checking_session
 
 from . import registry
 from .source import ModelSource, resolve_source
@@ -252,10 +252,7 @@ def parity_error(graph: Path, feeds: dict[str, np.ndarray], expected: list[np.nd
     """Largest relative error of the graph's outputs against PyTorch: max |onnx − torch| over the largest
     |torch|, per output. Padded positions are left out of outputs with a sequence axis, since fused
     attention may fill them differently and the engine trims them anyway."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"],
-                                           disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    session = checking_session(graph)
     actual = session.run(None, feeds)
     mask = feeds["attention_mask"].astype(bool)
     worst = 0.0

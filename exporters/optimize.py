@@ -23,7 +23,7 @@ from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionO
 from onnxruntime.transformers.optimizer import optimize_model
 
 from engine.errors import ExportError
-from engine.session import DISABLED_OPTIMIZERS
+from engine.session import checking_session
 
 from .attention_bias import fuse_attention_with_bias
 
@@ -148,7 +148,7 @@ def max_relative_error(reference: Path, candidate: Path) -> float:
     Outputs with a ``[batch, sequence]`` prefix are compared on real tokens only: padded positions
     carry no meaning and the engine trims them. NaN anywhere makes the result NaN.
     """
-    ref_session, cand_session = _session(reference), _session(candidate)
+    ref_session, cand_session = checking_session(reference), checking_session(candidate)
     worst = 0.0
     for feed in parity_feeds(ref_session, reference):
         real = feed["attention_mask"].astype(bool)
@@ -202,13 +202,6 @@ def _as_input(values: np.ndarray, onnx_type: str) -> np.ndarray:
 
 def _input_names(session: ort.InferenceSession) -> list[str]:
     return [item.name for item in session.get_inputs()]
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def _opset(path: Path) -> int:

@@ -40,7 +40,6 @@ measured again on another part that chose nothing (``held_out``); both go in the
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -59,7 +58,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from engine.errors import ExportError
 from engine.progress import progress_bar
-from engine.session import DISABLED_OPTIMIZERS
+from engine.session import checking_session
 
 METRICS = ("cosine", "argmax", "token_argmax", "sparse_cosine", "score")
 DEFAULT_THRESHOLD = 0.99
@@ -396,7 +395,7 @@ def _calibrate(fp32: Path, tensors: list[str], feeds: list[dict[str, np.ndarray]
     for name in tensors:
         if name not in present:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    session = _session(model.SerializeToString())
+    session = checking_session(model.SerializeToString())
     low = dict.fromkeys(tensors, 0.0)
     high = dict.fromkeys(tensors, 0.0)
     for feed in feeds:
@@ -547,22 +546,12 @@ def _weight_share(fp32: Path, candidates: list[str], kept: list[str]) -> float:
     return round(sum(weight[name] for name in kept) / total, 4) if total else 0.0
 
 
-def _session(model: Path | bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
-
-
 def _feed_for(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {item.name: feed[item.name] for item in session.get_inputs() if item.name in feed}
 
 
 def _run(path: Path, feeds: list[dict[str, np.ndarray]]) -> Outputs:
-    session = _session(path)
+    session = checking_session(path)
     return [session.run(None, _feed_for(session, feed)) for feed in feeds]
 
 
@@ -712,7 +701,7 @@ class _Probe:
         # Written with external data: fp32 plus dequantised weights can pass protobuf's 2 GB limit.
         path = work / "probe.onnx"
         onnx.save(model, str(path), save_as_external_data=True, location="probe.data")
-        self.session = _session(path)
+        self.session = checking_session(path)
 
     @staticmethod
     def _dequantized_weight(weight: str, int8: dict[str, onnx.TensorProto], name: str) -> onnx.TensorProto:

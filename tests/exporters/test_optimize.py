@@ -11,6 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from engine.errors import ExportError
+from engine.session import checking_session
 from exporters import optimize
 from exporters.optimize import PARITY_TOLERANCE, max_relative_error, optimize_graph
 from tests.exporters.mpnet import export_mean_pooled
@@ -92,7 +93,7 @@ def test_parity_check_sees_a_changed_weight(splade_onnx: Path, tmp_path: Path) -
 
 
 def test_parity_feeds_are_valid_right_padded_batches(splade_onnx: Path) -> None:
-    session = optimize._session(splade_onnx)
+    session = checking_session(splade_onnx)
     for feed in optimize.parity_feeds(session, splade_onnx):
         mask = feed["attention_mask"]
         assert set(feed) == {item.name for item in session.get_inputs()}
